@@ -1,0 +1,205 @@
+//! An in-memory backend for fast unit tests of the core (in addition to, never instead of,
+//! the real-backend tests). Handles share one store; each has its own identity, a wall-clock
+//! skew to prove that skew never causes a takeover, and a switch that makes it unreachable.
+
+use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
+use crate::election::lease::{self, Current, Liveness, Observer};
+use crate::election::{Grant, Identity, Member, Term};
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct Store {
+    current: Option<crate::election::LeaseRecord>,
+    history: Vec<Grant>,
+    members: BTreeMap<String, Member>,
+    watchers: Vec<Arc<Notify>>,
+}
+
+/// A handle on a shared in-memory store.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    store: Arc<Mutex<Store>>,
+    me: Identity,
+    skew: SignedDuration,
+    unreachable: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl MemoryBackend {
+    /// A new, empty store, with a handle for `me`.
+    pub fn new(me: Identity) -> Self {
+        let notify = Arc::new(Notify::new());
+        let store = Store {
+            watchers: vec![notify.clone()],
+            ..Store::default()
+        };
+        MemoryBackend {
+            store: Arc::new(Mutex::new(store)),
+            me,
+            skew: SignedDuration::ZERO,
+            unreachable: Arc::new(AtomicBool::new(false)),
+            notify,
+        }
+    }
+
+    /// Another participant's handle on the same store.
+    pub fn handle(&self, me: Identity) -> Self {
+        let notify = Arc::new(Notify::new());
+        self.store.lock().unwrap().watchers.push(notify.clone());
+        MemoryBackend {
+            store: self.store.clone(),
+            me,
+            skew: SignedDuration::ZERO,
+            unreachable: Arc::new(AtomicBool::new(false)),
+            notify,
+        }
+    }
+
+    /// This handle's wall clock runs `skew` off the true time.
+    pub fn with_skew(mut self, skew: SignedDuration) -> Self {
+        self.skew = skew;
+        self
+    }
+
+    /// Makes every call of this handle fail (a partition) or succeed again.
+    pub fn set_unreachable(&self, v: bool) {
+        self.unreachable.store(v, Ordering::SeqCst);
+    }
+
+    /// The stored record (for assertions).
+    pub fn record(&self) -> Option<crate::election::LeaseRecord> {
+        self.store.lock().unwrap().current.clone()
+    }
+
+    fn check(&self) -> Result<(), BackendError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            Err(BackendError::Unavailable(
+                "memory backend: partitioned".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn wall_now(&self) -> Timestamp {
+        Timestamp::now() + self.skew
+    }
+}
+
+fn current(store: &Store) -> Current {
+    store
+        .current
+        .clone()
+        .map(Current::Record)
+        .unwrap_or(Current::Missing)
+}
+
+fn wake_all(store: &Store) {
+    for w in &store.watchers {
+        w.notify_one();
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn try_acquire_or_renew(
+        &self,
+        req: AcquireRequest,
+        observer: &mut Observer,
+    ) -> Result<Outcome, BackendError> {
+        self.check()?;
+        let mut store = self.store.lock().unwrap();
+        let cur = current(&store);
+        let floor = store.history.last().map(|g| g.term).unwrap_or(Term(0));
+        let r = lease::Request {
+            me: &self.me,
+            held: req.held,
+            hold_off: req.hold_off,
+            lease_duration: req.lease_duration,
+            now: req.now,
+            wall_now: self.wall_now(),
+            term_floor: floor,
+        };
+        Ok(match lease::decide(&cur, observer, &r, Liveness::Unknown) {
+            lease::Decision::Acquire { record, grant } => {
+                let term = record.term;
+                store.current = Some(record);
+                store.history.push(grant.clone());
+                wake_all(&store);
+                Outcome::Acquired { term, grant }
+            }
+            lease::Decision::Renew { record } => {
+                let term = record.term;
+                store.current = Some(record);
+                wake_all(&store);
+                Outcome::Renewed { term }
+            }
+            lease::Decision::Follow { leader, expires_in } => Outcome::Following {
+                leader,
+                recheck_in: expires_in,
+            },
+            lease::Decision::Lost { leader } => Outcome::Lost { leader },
+        })
+    }
+
+    async fn release(&self, term: Term) -> Result<(), BackendError> {
+        self.check()?;
+        let mut store = self.store.lock().unwrap();
+        if let Some(rec) = lease::release(&current(&store), &self.me, term, self.wall_now()) {
+            store.current = Some(rec);
+            wake_all(&store);
+        }
+        Ok(())
+    }
+
+    async fn changed(&self) {
+        self.notify.notified().await
+    }
+
+    async fn lease(&self) -> Result<LeaseView, BackendError> {
+        self.check()?;
+        Ok(self
+            .record()
+            .map(LeaseView::Record)
+            .unwrap_or(LeaseView::None))
+    }
+
+    async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
+        self.check()?;
+        let mut s = self.store.lock().unwrap();
+        s.members.insert(member.id.clone(), member.clone());
+        Ok(())
+    }
+
+    async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
+        self.check()?;
+        self.store.lock().unwrap().members.remove(id);
+        Ok(())
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        self.check()?;
+        Ok(self
+            .store
+            .lock()
+            .unwrap()
+            .members
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        self.check()?;
+        Ok(self.store.lock().unwrap().history.clone())
+    }
+}

@@ -1,0 +1,146 @@
+//! Backends: where the lease lives. One small trait, [`Backend`], that the elector drives.
+//!
+//! Record-based backends (file, Kubernetes Lease) implement
+//! [`Backend::try_acquire_or_renew`] as one compare-and-swap around the shared rule
+//! [`crate::election::lease::decide`], so the lease logic exists once. Backends with their own
+//! election protocol (etcd) implement the same trait on top of that protocol.
+
+pub mod file;
+pub mod memory;
+
+use crate::election::lease::Observer;
+use crate::election::{Grant, LeaderInfo, LeaseRecord, Member, Term};
+use async_trait::async_trait;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Backend failures. Each maps to a distinct exit code at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot be reached or used (unwritable dir, refused connection).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The stored state cannot be read (corrupt lease file, malformed Lease).
+    #[error("{0}")]
+    Corrupt(String),
+    /// Another writer got there first; retry later.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Bad input (election name, etc.).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One attempt's inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct AcquireRequest {
+    /// The term we lead in, if we lead.
+    pub held: Option<Term>,
+    /// Do not acquire now (we just resigned).
+    pub hold_off: bool,
+    /// Our lease duration.
+    pub lease_duration: Duration,
+    /// Now, on the monotonic clock.
+    pub now: Instant,
+    /// For a renewal: past this instant the write must not happen (renew deadline).
+    pub deadline: Option<Instant>,
+}
+
+/// One attempt's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// We were granted the lease in `term`.
+    Acquired {
+        /// The new fencing token.
+        term: Term,
+        /// The history entry written for it.
+        grant: Grant,
+    },
+    /// We still hold `term`.
+    Renewed {
+        /// The term.
+        term: Term,
+    },
+    /// Someone else leads (or nobody, and we may not take it yet).
+    Following {
+        /// The leader, if any.
+        leader: Option<LeaderInfo>,
+        /// Re-check no later than this, if nothing wakes us before.
+        recheck_in: Option<Duration>,
+    },
+    /// We believed we led, but the lease is not ours in that term any more.
+    Lost {
+        /// Who holds it now.
+        leader: Option<LeaderInfo>,
+    },
+}
+
+/// A one-shot view of the lease for `crown status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseView {
+    /// No lease record yet.
+    None,
+    /// The record as stored.
+    Record(LeaseRecord),
+}
+
+/// What every backend provides. See the module docs.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Short name: `file`, `etcd`, `kube`, `memory`.
+    fn kind(&self) -> &'static str;
+
+    /// Acquire the lease if it is free or expired, renew it if we hold `req.held`, or report
+    /// who leads. `observer` keeps this participant's memory of when the record last changed.
+    async fn try_acquire_or_renew(
+        &self,
+        req: AcquireRequest,
+        observer: &mut Observer,
+    ) -> Result<Outcome, BackendError>;
+
+    /// Release `term` gracefully so a waiting follower can take over at once. A no-op if the
+    /// lease is no longer ours in that term.
+    async fn release(&self, term: Term) -> Result<(), BackendError>;
+
+    /// We stopped leading without writing (deadline passed, superseded): drop whatever we hold
+    /// locally (the file backend's alive lock).
+    async fn abandon(&self) {}
+
+    /// Resolves when the lease may have changed (watch/inotify); backends without
+    /// notifications never resolve and the elector falls back to its retry period.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+
+    /// The lease as stored (for `crown status`).
+    async fn lease(&self) -> Result<LeaseView, BackendError>;
+
+    /// Publish our heartbeat.
+    async fn publish_member(&self, member: &Member) -> Result<(), BackendError>;
+
+    /// Remove our heartbeat (clean exit).
+    async fn remove_member(&self, id: &str) -> Result<(), BackendError>;
+
+    /// All heartbeats, stale ones included.
+    async fn members(&self) -> Result<Vec<Member>, BackendError>;
+
+    /// The leader history, oldest first.
+    async fn history(&self) -> Result<Vec<Grant>, BackendError>;
+}
+
+/// Checks an election name: letters, digits, `.`, `_`, `-`; 1–63 characters.
+pub fn validate_election_name(name: &str) -> Result<(), BackendError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::Invalid(format!(
+            "invalid election name {name:?}: use 1-63 letters, digits, '.', '_' or '-', not starting with '.'"
+        )))
+    }
+}

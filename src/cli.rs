@@ -1,0 +1,154 @@
+//! The command line (clap derive). Every flag that a deployment sets has an environment
+//! fallback (`CROWN_*`, and `POD_NAME` for the id, as in Kubernetes' downward API).
+
+use crate::election::Config;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// crown: leader election you can watch.
+#[derive(Debug, Parser)]
+#[command(name = "crown", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Campaign for leadership and log every change (SIGTERM/SIGINT release and exit 0;
+    /// SIGUSR1 resigns).
+    Run(RunArgs),
+    /// Print the current leader and members once.
+    Status(StatusArgs),
+    /// Print the leader history: every grant, how it ended and the gap before it.
+    History(StatusArgs),
+}
+
+/// Which backend holds the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// A lease file in a local directory (zero set-up).
+    File,
+}
+
+/// Where the election lives.
+#[derive(Clone, Debug, Args)]
+pub struct BackendArgs {
+    /// Backend that holds the lease.
+    #[arg(long, value_enum, default_value_t = BackendKind::File, env = "CROWN_BACKEND")]
+    pub backend: BackendKind,
+    /// Directory of the file backend.
+    #[arg(long, env = "CROWN_DIR", default_value_os_t = default_dir())]
+    pub dir: PathBuf,
+    /// Election name: participants with the same name compete for one lease.
+    #[arg(long, short = 'e', env = "CROWN_ELECTION", default_value = "crown")]
+    pub election: String,
+}
+
+/// The default directory of the file backend: `$TMPDIR/crown`.
+pub fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("crown")
+}
+
+/// Election timings; see `crown::election::Config` for the rule.
+#[derive(Clone, Debug, Args)]
+pub struct TimingArgs {
+    /// How long followers wait, on their own clock, after the lease last changed before
+    /// taking over a holder that stopped renewing.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", env = "CROWN_LEASE_DURATION")]
+    pub lease_duration: Duration,
+    /// A leader that has not renewed for this long steps down (must be < lease duration).
+    #[arg(long, value_parser = parse_duration, default_value = "3s", env = "CROWN_RENEW_DEADLINE")]
+    pub renew_deadline: Duration,
+    /// Interval between renewals and re-reads (renew deadline must be > 1.2 × this).
+    #[arg(long, value_parser = parse_duration, default_value = "1s", env = "CROWN_RETRY_PERIOD")]
+    pub retry_period: Duration,
+}
+
+impl TimingArgs {
+    /// The validated config.
+    pub fn config(&self) -> Result<Config, crate::election::ConfigError> {
+        Config::new(self.lease_duration, self.renew_deadline, self.retry_period)
+    }
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of one-shot commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table.
+    Text,
+    /// JSON (a stable interface).
+    Json,
+}
+
+/// `crown run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Backend flags.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Timings.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Participant id, unique within the election [default: $POD_NAME, else <hostname>-<pid>].
+    #[arg(long, env = "POD_NAME")]
+    pub id: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CROWN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// `crown status` and `crown history`.
+#[derive(Clone, Debug, Args)]
+pub struct StatusArgs {
+    /// Backend flags.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Parses `5s`, `250ms`, `1m30s`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("invalid duration {s:?}: must be >= 0"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 5s, 250ms)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! The state machine that campaigns for the lease through a [`Backend`] and reports
+//! [`Event`]s. A private `State` (following or leading) and one `step` per transition, in the
+//! shape of kube-runtime's `watcher`: the spawned task loops over `step` and sends events.
+//!
+//! Safety rules enforced here, for every backend:
+//! - a leader counts its renew deadline from the moment it *sent* its last successful renewal,
+//!   so it stops acting before any follower (whose clock starts when it *saw* that renewal)
+//!   may consider the lease expired;
+//! - before each renewal the deadline is checked first: a leader that was paused (SIGSTOP)
+//!   past it steps down without writing anything in its old term;
+//! - a renewal that comes back after the deadline does not count.
+
+use super::lease::Observer;
+use super::{Config, Event, Identity, LeaderInfo, StopReason, Term};
+use crate::backend::{AcquireRequest, Backend, Outcome};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep, sleep_until, timeout_at};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// A participant's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Following a known leader.
+    Follower,
+    /// No leader known: trying to acquire.
+    Candidate,
+    /// Holding the lease.
+    Leader,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        })
+    }
+}
+
+/// Requests to a running elector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Release the lease gracefully (if leading) and hold off for one retry period.
+    Resign,
+}
+
+/// The elector's current view, for heartbeats and HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Our role.
+    pub role: Role,
+    /// The term we hold (leader) or last saw (follower).
+    pub term: Term,
+    /// The leader we know of.
+    pub leader: Option<LeaderInfo>,
+    /// While leading: the instant our renew deadline passes.
+    pub deadline: Option<Instant>,
+}
+
+/// Control of a running elector.
+#[derive(Clone)]
+pub struct ElectorHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+}
+
+impl ElectorHandle {
+    /// Asks the leader to resign (ignored by followers).
+    pub async fn resign(&self) {
+        let _ = self.commands.send(Command::Resign).await;
+    }
+
+    /// A receiver of status changes.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+}
+
+/// Campaigns for the lease; see the module docs.
+pub struct Elector {
+    backend: Arc<dyn Backend>,
+    cfg: Config,
+    me: Identity,
+}
+
+enum State {
+    Following {
+        announced: Option<Option<(String, Term)>>,
+        hold_off_until: Option<Instant>,
+    },
+    Leading {
+        term: Term,
+        last_renew: Instant,
+        next_attempt: Instant,
+    },
+    Done,
+}
+
+struct Ctx {
+    observer: Observer,
+    events: mpsc::Sender<Event>,
+    status: watch::Sender<Status>,
+    commands: mpsc::Receiver<Command>,
+    shutdown: CancellationToken,
+}
+
+impl Elector {
+    /// An elector for `me` over `backend`.
+    pub fn new(backend: Arc<dyn Backend>, cfg: Config, me: Identity) -> Self {
+        Elector { backend, cfg, me }
+    }
+
+    /// Starts campaigning. Events arrive on the stream; it ends after `shutdown` is cancelled
+    /// and the lease (if held) has been released.
+    pub fn spawn(self, shutdown: CancellationToken) -> (ElectorHandle, ReceiverStream<Event>) {
+        let (etx, erx) = mpsc::channel(64);
+        let (ctx_cmd, rx_cmd) = mpsc::channel(8);
+        let (stx, srx) = watch::channel(Status {
+            role: Role::Candidate,
+            term: Term(0),
+            leader: None,
+            deadline: None,
+        });
+        let ctx = Ctx {
+            observer: Observer::default(),
+            events: etx,
+            status: stx,
+            commands: rx_cmd,
+            shutdown,
+        };
+        tokio::spawn(self.run(ctx));
+        (
+            ElectorHandle {
+                commands: ctx_cmd,
+                status: srx,
+            },
+            ReceiverStream::new(erx),
+        )
+    }
+
+    async fn run(self, mut ctx: Ctx) {
+        let mut state = State::Following {
+            announced: None,
+            hold_off_until: None,
+        };
+        loop {
+            state = match state {
+                State::Done => break,
+                s => self.step(s, &mut ctx).await,
+            };
+        }
+    }
+
+    fn req(&self, held: Option<Term>, hold_off: bool) -> AcquireRequest {
+        AcquireRequest {
+            held,
+            hold_off,
+            lease_duration: self.cfg.lease_duration,
+            now: Instant::now(),
+            deadline: None,
+        }
+    }
+
+    async fn emit(&self, ctx: &Ctx, e: Event) {
+        let _ = ctx.events.send(e).await;
+    }
+
+    /// One transition.
+    async fn step(&self, state: State, ctx: &mut Ctx) -> State {
+        match state {
+            State::Done => State::Done,
+            State::Following {
+                announced,
+                hold_off_until,
+            } => self.follow_step(announced, hold_off_until, ctx).await,
+            State::Leading {
+                term,
+                last_renew,
+                next_attempt,
+            } => self.lead_step(term, last_renew, next_attempt, ctx).await,
+        }
+    }
+
+    async fn follow_step(
+        &self,
+        mut announced: Option<Option<(String, Term)>>,
+        hold_off_until: Option<Instant>,
+        ctx: &mut Ctx,
+    ) -> State {
+        if ctx.shutdown.is_cancelled() {
+            return State::Done;
+        }
+        let req = self.req(None, hold_off_until.is_some_and(|t| Instant::now() < t));
+        let attempt_at = req.now;
+        let result = tokio::select! {
+            r = self.backend.try_acquire_or_renew(req, &mut ctx.observer) => r,
+            _ = ctx.shutdown.cancelled() => return State::Done,
+        };
+        let mut wait = self.cfg.retry_period;
+        match result {
+            Ok(Outcome::Acquired { term, .. }) => {
+                ctx.status.send_replace(Status {
+                    role: Role::Leader,
+                    term,
+                    leader: Some(LeaderInfo {
+                        id: self.me.id.clone(),
+                        term,
+                        pid: Some(self.me.pid),
+                        host: Some(self.me.host.clone()),
+                        since: Some(jiff::Timestamp::now()),
+                    }),
+                    deadline: Some(attempt_at + self.cfg.renew_deadline),
+                });
+                self.emit(ctx, Event::StartedLeading { term }).await;
+                return State::Leading {
+                    term,
+                    last_renew: attempt_at,
+                    next_attempt: attempt_at + self.cfg.retry_period,
+                };
+            }
+            Ok(Outcome::Following { leader, recheck_in }) => {
+                if let Some(r) = recheck_in {
+                    // Wake just after the lease would expire by our clock.
+                    wait = wait.min(r + Duration::from_millis(1));
+                }
+                let key = leader.as_ref().map(|l| (l.id.clone(), l.term));
+                if announced.as_ref() != Some(&key) {
+                    let (role, term) = match &leader {
+                        Some(l) => (Role::Follower, l.term),
+                        None => (Role::Candidate, ctx.status.borrow().term),
+                    };
+                    ctx.status.send_replace(Status {
+                        role,
+                        term,
+                        leader: leader.clone(),
+                        deadline: None,
+                    });
+                    let ev = match &leader {
+                        Some(l) => Event::NewLeader {
+                            id: l.id.clone(),
+                            term: l.term,
+                        },
+                        None => Event::NoLeader,
+                    };
+                    self.emit(ctx, ev).await;
+                    announced = Some(key);
+                }
+            }
+            Ok(Outcome::Renewed { .. } | Outcome::Lost { .. }) => {}
+            Err(e) => {
+                tracing::warn!(id = %self.me.id, error = %e, "[{}] backend error while following: {e}", self.me.id);
+            }
+        }
+        if let Some(t) = hold_off_until {
+            let now = Instant::now();
+            if t > now {
+                wait = wait.min(t - now);
+            }
+        }
+        tokio::select! {
+            _ = sleep(wait) => {}
+            _ = self.backend.changed() => {}
+            _ = ctx.commands.recv() => {}
+            _ = ctx.shutdown.cancelled() => return State::Done,
+        }
+        State::Following {
+            announced,
+            hold_off_until: hold_off_until.filter(|t| *t > Instant::now()),
+        }
+    }
+
+    async fn stop(&self, ctx: &Ctx, term: Term, reason: StopReason, write_release: bool) {
+        ctx.status.send_modify(|s| {
+            s.role = Role::Candidate;
+            s.deadline = None;
+            s.leader = None;
+        });
+        self.emit(ctx, Event::StoppedLeading { term, reason }).await;
+        if write_release {
+            let deadline = Instant::now() + self.cfg.renew_deadline;
+            match timeout_at(deadline, self.backend.release(term)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(id = %self.me.id, term = term.0, "[{}] could not release the lease (term {term}): {e}", self.me.id)
+                }
+                Err(_) => {
+                    tracing::warn!(id = %self.me.id, term = term.0, "[{}] releasing the lease (term {term}) timed out", self.me.id)
+                }
+            }
+        } else {
+            self.backend.abandon().await;
+        }
+    }
+
+    async fn lead_step(
+        &self,
+        term: Term,
+        mut last_renew: Instant,
+        next_attempt: Instant,
+        ctx: &mut Ctx,
+    ) -> State {
+        let resign = tokio::select! {
+            _ = sleep_until(next_attempt) => false,
+            c = ctx.commands.recv() => match c {
+                Some(Command::Resign) => true,
+                None => false,
+            },
+            _ = ctx.shutdown.cancelled() => {
+                // The deadline may have passed while we were paused: then do not write.
+                let live = Instant::now() < last_renew + self.cfg.renew_deadline;
+                self.stop(ctx, term, StopReason::Shutdown, live).await;
+                return State::Done;
+            }
+        };
+        let now = Instant::now();
+        let deadline = last_renew + self.cfg.renew_deadline;
+        if now >= deadline {
+            // Paused or starved past the deadline: step down without writing in this term.
+            self.stop(ctx, term, StopReason::RenewDeadline, false).await;
+            return self.following_after_stop();
+        }
+        if resign {
+            self.stop(ctx, term, StopReason::Released, true).await;
+            return State::Following {
+                announced: None,
+                hold_off_until: Some(Instant::now() + self.cfg.retry_period),
+            };
+        }
+        let sent = now;
+        let result = timeout_at(
+            deadline,
+            self.backend.try_acquire_or_renew(
+                AcquireRequest {
+                    deadline: Some(deadline),
+                    ..self.req(Some(term), false)
+                },
+                &mut ctx.observer,
+            ),
+        )
+        .await;
+        match result {
+            Ok(Ok(Outcome::Renewed { .. })) if Instant::now() < deadline => {
+                last_renew = sent;
+                ctx.status
+                    .send_modify(|s| s.deadline = Some(sent + self.cfg.renew_deadline));
+                self.emit(ctx, Event::Renewed { term }).await;
+                State::Leading {
+                    term,
+                    last_renew,
+                    next_attempt: sent + self.cfg.retry_period,
+                }
+            }
+            Ok(Ok(Outcome::Renewed { .. })) => {
+                // Came back too late to count: step down and hand over cleanly.
+                self.stop(ctx, term, StopReason::RenewDeadline, true).await;
+                self.following_after_stop()
+            }
+            Ok(Ok(Outcome::Lost { .. } | Outcome::Following { .. } | Outcome::Acquired { .. })) => {
+                self.stop(ctx, term, StopReason::Superseded, false).await;
+                self.following_after_stop()
+            }
+            Ok(Err(e)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tracing::warn!(id = %self.me.id, term = term.0, error = %e,
+                    "[{}] renew failed (term {term}), {} ms left before stepping down: {e}",
+                    self.me.id, left.as_millis());
+                // Retry sooner than a full period, as the deadline approaches.
+                let retry = (self.cfg.retry_period / 4).max(Duration::from_millis(50));
+                State::Leading {
+                    term,
+                    last_renew,
+                    next_attempt: (Instant::now() + retry).min(deadline),
+                }
+            }
+            Err(_) => {
+                self.stop(ctx, term, StopReason::RenewDeadline, false).await;
+                self.following_after_stop()
+            }
+        }
+    }
+
+    fn following_after_stop(&self) -> State {
+        State::Following {
+            announced: None,
+            hold_off_until: None,
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Exit codes: each kind of failure has its own, documented in the README.
+
+/// Success.
+pub const OK: i32 = 0;
+/// Unexpected internal error.
+pub const INTERNAL: i32 = 1;
+/// Bad flags or arguments (clap's own code).
+pub const USAGE: i32 = 2;
+/// Invalid configuration (timings that break the rule, bad election name).
+pub const CONFIG: i32 = 3;
+/// The backend cannot be reached or used (unwritable directory, refused connection).
+pub const BACKEND_UNAVAILABLE: i32 = 4;
+/// The stored state is unreadable (corrupt lease file, malformed Lease).
+pub const CORRUPT_STATE: i32 = 5;
+/// Leadership was lost and `--on-loss exit` was asked for.
+pub const LOST_LEADERSHIP: i32 = 6;

@@ -1,0 +1,14 @@
+//! crown: a leader-election kit you can watch.
+//!
+//! - [`election`]: the pure core (timings, terms, the lease rule, the state machine);
+//! - [`backend`]: where the lease lives (file, memory; etcd and Kubernetes in later modules);
+//! - [`participant`]: `crown run`, wiring an elector to logs, heartbeats and signals;
+//! - [`report`]: `crown status` and `crown history` output;
+//! - [`cli`]: the command line.
+
+pub mod backend;
+pub mod cli;
+pub mod election;
+pub mod exit;
+pub mod participant;
+pub mod report;

@@ -1,0 +1,246 @@
+//! `crown run`: builds the backend and the elector, logs every event in demo-friendly lines,
+//! publishes heartbeats every retry period, and maps signals: SIGINT/SIGTERM release the
+//! lease and exit 0, SIGUSR1 asks the leader to resign.
+
+use crate::backend::file::FileBackend;
+use crate::backend::{Backend, BackendError, validate_election_name};
+use crate::cli::{BackendArgs, BackendKind, LogFormat, RunArgs};
+use crate::election::{Elector, Event, Identity, Member, Role, Status};
+use crate::exit;
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// A failure with its exit code, printed as one line at the edge.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// Exit code (see [`crate::exit`]).
+    pub code: i32,
+    /// One-line message.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BackendError> for Failure {
+    fn from(e: BackendError) -> Self {
+        let code = match e {
+            BackendError::Unavailable(_) | BackendError::Conflict(_) => exit::BACKEND_UNAVAILABLE,
+            BackendError::Corrupt(_) => exit::CORRUPT_STATE,
+            BackendError::Invalid(_) => exit::CONFIG,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Our identity from `--id`/`$POD_NAME` or `<hostname>-<pid>`.
+pub fn identity(id: Option<&str>) -> Result<Identity, Failure> {
+    let host = hostname();
+    let pid = std::process::id();
+    let id = match id {
+        Some(id) => id.to_string(),
+        None => format!("{host}-{pid}"),
+    };
+    validate_election_name(&id)
+        .map_err(|_| Failure::new(exit::CONFIG, format!("invalid participant id {id:?}: use 1-63 letters, digits, '.', '_' or '-', not starting with '.'")))?;
+    Ok(Identity { id, pid, host })
+}
+
+/// Opens the backend named by the flags for participant `me`.
+pub fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Backend>, Failure> {
+    match args.backend {
+        BackendKind::File => {
+            let b = FileBackend::open(&args.dir, &args.election, me)?;
+            if let Err(e) = b.watch() {
+                tracing::warn!("{e}; falling back to polling every retry period");
+            }
+            Ok(Arc::new(b))
+        }
+    }
+}
+
+/// Opens the backend for an observer (status, history, dashboard): creates nothing.
+pub fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Failure> {
+    match args.backend {
+        BackendKind::File => Ok(Arc::new(FileBackend::observe(&args.dir, &args.election)?)),
+    }
+}
+
+/// Installs the log subscriber: text lines with only the message, or JSON with fields.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CROWN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                |w, field, value| {
+                    if field.name() == "message" {
+                        write!(w, "{value:?}")
+                    } else {
+                        Ok(())
+                    }
+                },
+            ))
+            .try_init(),
+    };
+}
+
+fn member(me: &Identity, s: &Status, started_at: jiff::Timestamp) -> Member {
+    Member {
+        id: me.id.clone(),
+        pid: me.pid,
+        host: me.host.clone(),
+        role: s.role,
+        term: s.term,
+        last_heartbeat: jiff::Timestamp::now(),
+        started_at,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Logs one event as a demo-friendly line (with structured fields for JSON logs).
+pub fn log_event(id: &str, ev: &Event) {
+    match ev {
+        Event::StartedLeading { term } => {
+            tracing::info!(
+                event = "became_leader",
+                id,
+                term = term.0,
+                "🎉 [{id}] BECAME LEADER (term {term})"
+            )
+        }
+        Event::Renewed { term } => {
+            tracing::info!(
+                event = "leader_heartbeat",
+                id,
+                term = term.0,
+                "👑 [{id}] LEADER heartbeat (term {term})"
+            )
+        }
+        Event::StoppedLeading { term, reason } => tracing::warn!(
+            event = "stopped_leading", id, term = term.0, reason = %reason,
+            "[{id}] lost leadership: {reason} (term {term})"
+        ),
+        Event::NewLeader { id: leader, term } => tracing::info!(
+            event = "follower",
+            id,
+            leader = leader.as_str(),
+            term = term.0,
+            "[{id}] FOLLOWER (leader {leader}, term {term})"
+        ),
+        Event::NoLeader => {
+            tracing::info!(event = "no_leader", id, "[{id}] CANDIDATE (no leader)")
+        }
+    }
+}
+
+/// `crown run`. Returns the exit code.
+pub async fn run(args: RunArgs) -> Result<i32, Failure> {
+    let cfg = args
+        .timing
+        .config()
+        .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
+    let me = identity(args.id.as_deref())?;
+    let backend = open_backend(&args.backend, me.clone())?;
+    let id = me.id.clone();
+    tracing::info!(
+        event = "starting",
+        id = id.as_str(),
+        pid = me.pid,
+        host = me.host.as_str(),
+        "[{id}] starting (pid {}, host {}, backend {} {}, election {}, lease {:?} / renew {:?} / retry {:?})",
+        me.pid,
+        me.host,
+        backend.kind(),
+        args.backend.dir.display(),
+        args.backend.election,
+        cfg.lease_duration,
+        cfg.renew_deadline,
+        cfg.retry_period
+    );
+
+    let shutdown = CancellationToken::new();
+    let (handle, mut events) =
+        Elector::new(backend.clone(), cfg, me.clone()).spawn(shutdown.clone());
+
+    // Signals.
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())
+        .map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
+    {
+        let shutdown = shutdown.clone();
+        let handle = handle.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = sigterm.recv() => { tracing::info!(event = "signal", id = id.as_str(), "[{id}] SIGTERM: releasing and exiting"); shutdown.cancel(); }
+                    _ = sigint.recv() => { tracing::info!(event = "signal", id = id.as_str(), "[{id}] SIGINT: releasing and exiting"); shutdown.cancel(); }
+                    _ = sigusr1.recv() => { tracing::info!(event = "resign_requested", id = id.as_str(), "[{id}] SIGUSR1: resigning"); handle.resign().await; }
+                }
+            }
+        });
+    }
+
+    // Heartbeats: every retry period and on every role change.
+    let started_at = jiff::Timestamp::now();
+    let hb = {
+        let backend = backend.clone();
+        let me = me.clone();
+        let mut status = handle.status();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cfg.retry_period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    r = status.changed() => if r.is_err() { break },
+                    _ = shutdown.cancelled() => break,
+                }
+                let m = member(&me, &status.borrow_and_update().clone(), started_at);
+                if let Err(e) = backend.publish_member(&m).await {
+                    tracing::warn!("[{}] heartbeat failed: {e}", me.id);
+                }
+            }
+        })
+    };
+
+    while let Some(ev) = events.next().await {
+        log_event(&id, &ev);
+    }
+    let _ = hb.await;
+    if let Err(e) = backend.remove_member(&id).await {
+        tracing::warn!("[{id}] could not remove heartbeat: {e}");
+    }
+    let role = handle.status().borrow().role;
+    debug_assert_ne!(role, Role::Leader);
+    tracing::info!(event = "stopped", id = id.as_str(), "[{id}] stopped");
+    Ok(exit::OK)
+}
