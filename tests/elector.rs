@@ -1,0 +1,278 @@
+//! The election core on paused tokio time, over the in-memory backend: step-down at the renew
+//! deadline, expiry judged on the observer's clock whatever the holder's wall clock says,
+//! graceful release and resign.
+
+use crown::backend::memory::MemoryBackend;
+use crown::election::{Config, Elector, Event, Identity, StopReason, Term};
+use futures::StreamExt;
+use jiff::SignedDuration;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+fn ident(id: &str) -> Identity {
+    Identity {
+        id: id.into(),
+        pid: 1,
+        host: "h".into(),
+    }
+}
+
+/// Next event that is not a leader heartbeat, with a generous (virtual) timeout.
+async fn next(ev: &mut ReceiverStream<Event>) -> Event {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(120), ev.next())
+            .await
+            .expect("an event within 120 s of virtual time")
+            .expect("stream open");
+        if !matches!(e, Event::Renewed { .. }) {
+            return e;
+        }
+    }
+}
+
+fn start(
+    b: MemoryBackend,
+    id: &str,
+    cfg: Config,
+) -> (
+    CancellationToken,
+    crown::election::ElectorHandle,
+    ReceiverStream<Event>,
+) {
+    let tok = CancellationToken::new();
+    let (h, ev) = Elector::new(Arc::new(b), cfg, ident(id)).spawn(tok.clone());
+    (tok, h, ev)
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+
+    // Let a renew a few times, then cut it off. Its last successful renewal happened at most
+    // one retry period before the cut.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let cut = Instant::now();
+    a.set_unreachable(true);
+    let last_change_seen_by_b = cut - cfg.retry_period;
+
+    assert_eq!(
+        next(&mut ea).await,
+        Event::StoppedLeading {
+            term: Term(1),
+            reason: StopReason::RenewDeadline
+        }
+    );
+    let stopped = Instant::now();
+    assert!(
+        stopped - cut <= cfg.renew_deadline,
+        "stepped down {:?} after the cut",
+        stopped - cut
+    );
+
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    let taken = Instant::now();
+    assert!(taken > stopped, "b took over before a stepped down");
+    assert!(
+        taken - last_change_seen_by_b >= cfg.lease_duration,
+        "b took over early"
+    );
+    assert!(
+        taken - cut <= cfg.lease_duration + cfg.retry_period,
+        "b took over late: {:?}",
+        taken - cut
+    );
+    assert_eq!(b.record().unwrap().term, Term(2));
+}
+
+/// Expiry is measured on the observer's monotonic clock: a holder whose wall clock runs an
+/// hour behind (its renewals look an hour old) is never taken over while it renews, and one an
+/// hour ahead is taken over on time once it stops.
+async fn skew_case(skew: SignedDuration) {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a")).with_skew(skew);
+    let b = a.handle(ident("b"));
+    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+
+    // 60 s of renewals: b must stay a follower.
+    let quiet = tokio::time::timeout(Duration::from_secs(60), next(&mut eb)).await;
+    assert!(
+        quiet.is_err(),
+        "b reported {quiet:?} while a was renewing (skew {skew})"
+    );
+    assert_eq!(a.record().unwrap().term, Term(1));
+
+    let cut = Instant::now();
+    a.set_unreachable(true);
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    let taken = Instant::now() - cut;
+    assert!(
+        taken >= cfg.lease_duration - cfg.retry_period
+            && taken <= cfg.lease_duration + cfg.retry_period,
+        "takeover {taken:?} after the cut with skew {skew}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn holder_clock_an_hour_behind_causes_no_takeover() {
+    skew_case(SignedDuration::from_hours(-1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn holder_clock_an_hour_ahead_does_not_delay_takeover() {
+    skew_case(SignedDuration::from_hours(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_and_a_follower_takes_over_without_waiting_for_expiry() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (ta, _ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = Instant::now();
+    ta.cancel();
+    assert_eq!(
+        next(&mut ea).await,
+        Event::StoppedLeading {
+            term: Term(1),
+            reason: StopReason::Shutdown
+        }
+    );
+    assert!(ea.next().await.is_none(), "a's stream ends after shutdown");
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    assert!(
+        Instant::now() - t0 < cfg.retry_period,
+        "handoff waited for a poll"
+    );
+    let h = b.handle(ident("x"));
+    let grants = crown::backend::Backend::history(&h).await.unwrap();
+    assert_eq!(grants.len(), 2);
+    assert_eq!(
+        grants[1].previous_end,
+        Some(crown::election::EndKind::Released)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resign_hands_over_and_terms_strictly_increase() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (_ta, ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (_tb, hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    let mut last = Term(1);
+    for round in 0..6 {
+        let (h, e_leader, e_follower, follower) = if round % 2 == 0 {
+            (&ha, &mut ea, &mut eb, "b")
+        } else {
+            (&hb, &mut eb, &mut ea, "a")
+        };
+        // Let the previous resigner's hold-off (one retry period) pass first.
+        tokio::time::sleep(cfg.retry_period * 2).await;
+        h.resign().await;
+        assert_eq!(
+            next(e_leader).await,
+            Event::StoppedLeading {
+                term: last,
+                reason: StopReason::Released
+            }
+        );
+        let started = next(e_follower).await;
+        let Event::StartedLeading { term } = started else {
+            panic!("{follower}: {started:?}")
+        };
+        assert!(term > last, "term {term} after {last}");
+        last = term;
+        // The resigned leader may first see the lease free, then the new leader.
+        let mut seen = next(e_leader).await;
+        if seen == Event::NoLeader {
+            seen = next(e_leader).await;
+        }
+        assert_eq!(
+            seen,
+            Event::NewLeader {
+                id: follower.into(),
+                term
+            }
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_that_finds_another_term_in_the_record_stops_at_once() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    // Another participant with a clock of its own takes the lease "by force" (as a follower
+    // that judged it expired while a was paused would).
+    let b = a.handle(ident("b"));
+    a.set_unreachable(true);
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut ea).await,
+        Event::StoppedLeading {
+            term: Term(1),
+            reason: StopReason::RenewDeadline
+        }
+    );
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    a.set_unreachable(false);
+    // a comes back: it follows b and never renews term 1.
+    assert_eq!(
+        next(&mut ea).await,
+        Event::NewLeader {
+            id: "b".into(),
+            term: Term(2)
+        }
+    );
+    assert_eq!(b.record().unwrap().holder, "b");
+}
