@@ -361,7 +361,7 @@ fn twenty_rounds_of_random_kills_keep_terms_increasing_and_leaders_disjoint() {
 #[test]
 fn text_logs_read_like_a_demo() {
     let d = tempdir();
-    let mut p = std::process::Command::new(BIN)
+    let p = std::process::Command::new(BIN)
         .args(["run", "--id", "solo", "--dir"])
         .arg(d.path())
         .stderr(std::process::Stdio::piped())
