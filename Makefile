@@ -1,0 +1,40 @@
+# crown — the demo kit. `make setup demo` on a fresh machine; `make test` for the tests.
+CARGO ?= cargo
+BIN := target/release/crown
+DIR ?= .demo/file
+N ?= 3
+
+.PHONY: setup build run demo demo-parallel kill-demo test lint bench clean-demo
+
+setup: ## install what a fresh machine lacks (idempotent)
+	scripts/install-deps.sh
+
+build: ## release build
+	$(CARGO) build --release
+
+run: build ## one participant on the file backend
+	$(BIN) run --dir $(DIR)
+
+demo: build ## the main job: three participants electing a leader and failing over
+	scripts/demo.sh $(N)
+
+demo-parallel: build ## a tmux session with one participant per pane
+	scripts/demo-parallel.sh $(N)
+
+kill-demo: ## stop every demo participant and the tmux session
+	-tmux kill-session -t crown-demo 2>/dev/null
+	-pkill -TERM -f "crown run --dir $(DIR)"
+
+test: setup ## every test (unit, real binary, real terminal)
+	$(CARGO) test --all-targets -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	shellcheck scripts/*.sh
+
+bench: build ## failover latency, p50/p90/p99/max over 50 cycles
+	python3 scripts/bench-failover.py --runs 50 --bin $(BIN)
+
+clean-demo:
+	rm -rf .demo

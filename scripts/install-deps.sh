@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks for building, demoing and testing crown. Idempotent:
+# does nothing (and touches no package index) when everything is already there.
+#   scripts/install-deps.sh          # everything the tests need
+# Needs: a Rust toolchain (rustup) already on the machine; Debian/Ubuntu apt for the rest.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+have cargo || { echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+have tmux || need+=(tmux)
+have flock || need+=(util-linux)
+have protoc || need+=(protobuf-compiler)
+have etcd || need+=(etcd-server)
+have etcdctl || need+=(etcd-client)
+have shellcheck || need+=(shellcheck)
+have python3 || need+=(python3)
+
+if ((${#need[@]})); then
+  echo "install-deps: installing ${need[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "install-deps: ok (cargo $(cargo --version | cut -d' ' -f2), tmux $(tmux -V | cut -d' ' -f2))"
