@@ -32,6 +32,8 @@ pub enum Command {
 pub enum BackendKind {
     /// A lease file in a local directory (zero set-up).
     File,
+    /// A Kubernetes coordination.k8s.io/v1 Lease (in-cluster config or $KUBECONFIG).
+    Kube,
 }
 
 /// Where the election lives.
@@ -46,6 +48,30 @@ pub struct BackendArgs {
     /// Election name: participants with the same name compete for one lease.
     #[arg(long, short = 'e', env = "CROWN_ELECTION", default_value = "crown")]
     pub election: String,
+    /// Kubernetes namespace of the Lease (kube backend).
+    #[arg(long, short = 'n', env = "NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Name of the Lease (kube backend) [default: the election name].
+    #[arg(long, env = "CROWN_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// How long to wait for an unreachable backend at start before failing.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", env = "CROWN_WAIT_FOR_BACKEND")]
+    pub wait_for_backend: Duration,
+}
+
+impl BackendArgs {
+    /// Where the election lives, for log lines.
+    pub fn location(&self) -> String {
+        match self.backend {
+            BackendKind::File => self.dir.display().to_string(),
+            BackendKind::Kube => format!("lease {}/{}", self.namespace, self.lease_name()),
+        }
+    }
+
+    /// The Lease name (kube backend).
+    pub fn lease_name(&self) -> &str {
+        self.lease_name.as_deref().unwrap_or(&self.election)
+    }
 }
 
 /// The default directory of the file backend: `$TMPDIR/crown`.

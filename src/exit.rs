@@ -14,3 +14,5 @@ pub const BACKEND_UNAVAILABLE: i32 = 4;
 pub const CORRUPT_STATE: i32 = 5;
 /// Leadership was lost and `--on-loss exit` was asked for.
 pub const LOST_LEADERSHIP: i32 = 6;
+/// The backend denied a verb we need (Kubernetes RBAC).
+pub const FORBIDDEN: i32 = 7;

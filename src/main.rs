@@ -37,7 +37,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Status(args) => {
             participant::init_logging(crown::cli::LogFormat::Text);
-            let b = participant::observe_backend(&args.backend)?;
+            let b = participant::observe_backend(&args.backend).await?;
             let r = report::status(b.as_ref(), &args.backend.election).await?;
             match args.output {
                 OutputFormat::Json => {
@@ -49,7 +49,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::History(args) => {
             participant::init_logging(crown::cli::LogFormat::Text);
-            let b = participant::observe_backend(&args.backend)?;
+            let b = participant::observe_backend(&args.backend).await?;
             let rows = report::history(b.as_ref()).await?;
             match args.output {
                 OutputFormat::Json => println!(

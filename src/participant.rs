@@ -3,6 +3,7 @@
 //! lease and exit 0, SIGUSR1 asks the leader to resign.
 
 use crate::backend::file::FileBackend;
+use crate::backend::kube::KubeBackend;
 use crate::backend::{Backend, BackendError, validate_election_name};
 use crate::cli::{BackendArgs, BackendKind, LogFormat, RunArgs};
 use crate::election::{Elector, Event, Identity, Member, Role, Status};
@@ -38,6 +39,7 @@ impl From<BackendError> for Failure {
             BackendError::Unavailable(_) | BackendError::Conflict(_) => exit::BACKEND_UNAVAILABLE,
             BackendError::Corrupt(_) => exit::CORRUPT_STATE,
             BackendError::Invalid(_) => exit::CONFIG,
+            BackendError::Forbidden(_) => exit::FORBIDDEN,
         };
         Failure::new(code, e.to_string())
     }
@@ -65,7 +67,7 @@ pub fn identity(id: Option<&str>) -> Result<Identity, Failure> {
 }
 
 /// Opens the backend named by the flags for participant `me`.
-pub fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Backend>, Failure> {
+pub async fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Backend>, Failure> {
     match args.backend {
         BackendKind::File => {
             let b = FileBackend::open(&args.dir, &args.election, me)?;
@@ -74,13 +76,42 @@ pub fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Backend>
             }
             Ok(Arc::new(b))
         }
+        BackendKind::Kube => {
+            let b = KubeBackend::connect(
+                &args.namespace,
+                args.lease_name(),
+                &args.election,
+                me,
+                args.wait_for_backend,
+            )
+            .await?;
+            b.watch();
+            Ok(Arc::new(b))
+        }
     }
 }
 
 /// Opens the backend for an observer (status, history, dashboard): creates nothing.
-pub fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Failure> {
+pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Failure> {
     match args.backend {
         BackendKind::File => Ok(Arc::new(FileBackend::observe(&args.dir, &args.election)?)),
+        BackendKind::Kube => {
+            let me = Identity {
+                id: String::new(),
+                pid: std::process::id(),
+                host: hostname(),
+            };
+            Ok(Arc::new(
+                KubeBackend::connect(
+                    &args.namespace,
+                    args.lease_name(),
+                    &args.election,
+                    me,
+                    args.wait_for_backend,
+                )
+                .await?,
+            ))
+        }
     }
 }
 
@@ -165,7 +196,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         .config()
         .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let me = identity(args.id.as_deref())?;
-    let backend = open_backend(&args.backend, me.clone())?;
+    let backend = open_backend(&args.backend, me.clone()).await?;
     let id = me.id.clone();
     tracing::info!(
         event = "starting",

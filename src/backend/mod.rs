@@ -6,6 +6,7 @@
 //! election protocol (etcd) implement the same trait on top of that protocol.
 
 pub mod file;
+pub mod kube;
 pub mod memory;
 
 use crate::election::lease::Observer;
@@ -29,6 +30,9 @@ pub enum BackendError {
     /// Bad input (election name, etc.).
     #[error("{0}")]
     Invalid(String),
+    /// The backend refused us (RBAC): which verb on which resource is missing.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// One attempt's inputs.

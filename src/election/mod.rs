@@ -185,8 +185,8 @@ impl LeaseRecord {
         self.is_held().then(|| LeaderInfo {
             id: self.holder.clone(),
             term: self.term,
-            pid: Some(self.pid),
-            host: Some(self.host.clone()),
+            pid: (self.pid != 0).then_some(self.pid),
+            host: (!self.host.is_empty()).then(|| self.host.clone()),
             since: Some(self.acquired_at),
         })
     }

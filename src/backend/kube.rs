@@ -1,0 +1,596 @@
+//! The Kubernetes backend: a `coordination.k8s.io/v1` Lease, wire-compatible with client-go's
+//! `LeaseLock`, so crown and client-go participants can share one Lease.
+//!
+//! - Fields: `holderIdentity` (empty = released), `leaseDurationSeconds`, `acquireTime`,
+//!   `renewTime`, `leaseTransitions`. Every write is a `replace` carrying the
+//!   `resourceVersion` that was read (a 409 means someone else wrote first: re-read), or a
+//!   `create` when there is no Lease yet; never a blind patch or a forced apply.
+//! - `term` = `leaseTransitions` as written by the acquisition: +1 per grant, as client-go
+//!   does when the holder changes.
+//! - The rule is the shared [`lease::decide`]: expiry is judged by this observer's clock since
+//!   it last saw the Lease change, never from `renewTime`.
+//! - Followers watch the Lease (a field-selected watch), so a release is seen at once; the
+//!   elector's retry period re-reads it as a backstop.
+//! - crown adds an annotation `crown.io/holder` (`{"id","pid","host"}`) for the dashboard; it is
+//!   trusted only when its id matches `holderIdentity` (client-go keeps stale annotations).
+//! - Member heartbeats: one small Lease per participant, `<lease>-member-<id>`, labelled
+//!   `app.kubernetes.io/name=crown` and `crown/election=<election>`, its `crown.io/member`
+//!   annotation holding the [`Member`] JSON; deleted on clean exit.
+//! - History: one `events.k8s.io/v1` Event per grant, reason `BecameLeader` (as client-go
+//!   records), labelled like the members, its `crown.io/grant` annotation holding the
+//!   [`Grant`]. Events expire with the apiserver's `--event-ttl` (1 h by default).
+
+use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
+use crate::election::lease::{self, Current, Liveness, Observer};
+use crate::election::{Grant, Identity, LeaseRecord, Member, Role, Term};
+use async_trait::async_trait;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+const HOLDER_ANNOTATION: &str = "crown.io/holder";
+const MEMBER_ANNOTATION: &str = "crown.io/member";
+const GRANT_ANNOTATION: &str = "crown.io/grant";
+const ELECTION_LABEL: &str = "crown/election";
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Member heartbeats are written at most this often unless role or term changes.
+const MEMBER_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize)]
+struct HolderInfo {
+    id: String,
+    pid: u32,
+    host: String,
+}
+
+/// The Kubernetes Lease backend. Cheap to clone.
+#[derive(Clone)]
+pub struct KubeBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    leases: Api<Lease>,
+    events: Api<KubeEvent>,
+    namespace: String,
+    name: String,
+    election: String,
+    me: Identity,
+    notify: Arc<Notify>,
+    watching: AtomicBool,
+    warned: Mutex<HashSet<String>>,
+    last_member: Mutex<Option<(Role, Term, Instant)>>,
+}
+
+/// Maps a kube error to one clear line naming the verb and the resource.
+fn api_err(verb: &str, resource: &str, ns: &str, e: kube::Error) -> BackendError {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => BackendError::Forbidden(format!(
+            "forbidden: cannot {verb} {resource} in namespace {ns:?} (grant the verb in a Role bound to this identity): {}",
+            s.message
+        )),
+        kube::Error::Api(s) if s.code == 409 => {
+            BackendError::Conflict(format!("{verb} {resource}: {}", s.message))
+        }
+        kube::Error::Api(s) if s.code == 404 => BackendError::Unavailable(format!(
+            "cannot {verb} {resource} in namespace {ns:?}: not found: {}",
+            s.message
+        )),
+        kube::Error::Api(s) => BackendError::Unavailable(format!(
+            "cannot {verb} {resource}: {} ({})",
+            s.message, s.code
+        )),
+        other => BackendError::Unavailable(format!(
+            "cannot {verb} {resource}: Kubernetes API unreachable: {other}"
+        )),
+    }
+}
+
+fn micro(t: Timestamp) -> MicroTime {
+    MicroTime(t)
+}
+
+impl KubeBackend {
+    /// Connects with the in-cluster config or `$KUBECONFIG`, and checks within `wait` that the
+    /// Lease can be read.
+    pub async fn connect(
+        namespace: &str,
+        lease_name: &str,
+        election: &str,
+        me: Identity,
+        wait: Duration,
+    ) -> Result<Self, BackendError> {
+        super::validate_election_name(lease_name)?;
+        let client = tokio::time::timeout(wait, Client::try_default())
+            .await
+            .map_err(|_| {
+                BackendError::Unavailable(
+                    "timed out loading the Kubernetes client configuration".into(),
+                )
+            })?
+            .map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "cannot load a Kubernetes configuration (in-cluster or $KUBECONFIG): {e}"
+                ))
+            })?;
+        let b = KubeBackend {
+            inner: Arc::new(Inner {
+                leases: Api::namespaced(client.clone(), namespace),
+                events: Api::namespaced(client, namespace),
+                namespace: namespace.into(),
+                name: lease_name.into(),
+                election: election.into(),
+                me,
+                notify: Arc::new(Notify::new()),
+                watching: AtomicBool::new(false),
+                warned: Mutex::new(HashSet::new()),
+                last_member: Mutex::new(None),
+            }),
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, b.inner.get()).await {
+                Ok(Ok(_)) => return Ok(b),
+                Ok(Err(e @ BackendError::Forbidden(_))) => return Err(e),
+                Ok(Err(e)) if Instant::now() + Duration::from_millis(500) >= deadline => {
+                    return Err(e);
+                }
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(_) => {
+                    return Err(BackendError::Unavailable(format!(
+                        "Kubernetes API did not answer within {wait:?} (use --wait-for-backend to wait longer)"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Starts watching the Lease (idempotent): every change wakes [`Backend::changed`].
+    pub fn watch(&self) {
+        if self.inner.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let wp = WatchParams::default()
+                .fields(&format!("metadata.name={}", inner.name))
+                .timeout(290);
+            loop {
+                let rv = match inner.leases.get_opt(&inner.name).await {
+                    Ok(Some(l)) => l.metadata.resource_version.unwrap_or_else(|| "0".into()),
+                    Ok(None) => "0".into(),
+                    Err(e) => {
+                        tracing::debug!("lease watch: re-list failed: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                match inner.leases.watch(&wp, &rv).await {
+                    Ok(stream) => {
+                        let mut stream = std::pin::pin!(stream);
+                        while let Some(ev) = stream.next().await {
+                            match ev {
+                                Ok(
+                                    WatchEvent::Added(_)
+                                    | WatchEvent::Modified(_)
+                                    | WatchEvent::Deleted(_),
+                                ) => inner.notify.notify_one(),
+                                Ok(WatchEvent::Bookmark(_)) => {}
+                                Ok(WatchEvent::Error(_)) | Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("lease watch failed: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn warn_once(&self, key: String, msg: &str) {
+        if self.warned.lock().unwrap().insert(key) {
+            tracing::warn!("{msg}");
+        }
+    }
+
+    async fn get(&self) -> Result<Option<Lease>, BackendError> {
+        self.leases.get_opt(&self.name).await.map_err(|e| {
+            api_err(
+                "get",
+                &format!("leases.coordination.k8s.io {:?}", self.name),
+                &self.namespace,
+                e,
+            )
+        })
+    }
+
+    /// The Lease as the shared rule sees it. Malformed fields are logged once and read in the
+    /// safest way (a missing holder = released, a bad duration = ours).
+    fn current(&self, lease: Option<&Lease>) -> Current {
+        let Some(l) = lease else {
+            return Current::Missing;
+        };
+        let spec = l.spec.clone().unwrap_or_default();
+        let rv = l.metadata.resource_version.clone().unwrap_or_default();
+        let revision = rv.parse::<u64>().unwrap_or_else(|_| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            rv.hash(&mut h);
+            h.finish()
+        });
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let dur = spec.lease_duration_seconds.unwrap_or(0);
+        if dur <= 0 && !holder.is_empty() {
+            self.warn_once(
+                format!("dur:{rv}"),
+                &format!(
+                    "lease {}/{} has leaseDurationSeconds {:?}: using our own lease duration to judge expiry",
+                    self.namespace, self.name, spec.lease_duration_seconds
+                ),
+            );
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0);
+        if transitions < 0 {
+            self.warn_once(
+                format!("tr:{rv}"),
+                &format!(
+                    "lease {}/{} has negative leaseTransitions {transitions}: reading it as 0",
+                    self.namespace, self.name
+                ),
+            );
+        }
+        if !holder.is_empty() && spec.renew_time.is_none() {
+            self.warn_once(
+                format!("rt:{rv}"),
+                &format!("lease {}/{} held by {holder:?} has no renewTime: judging expiry by our own clock only", self.namespace, self.name),
+            );
+        }
+        let info = l
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(HOLDER_ANNOTATION))
+            .and_then(|v| serde_json::from_str::<HolderInfo>(v).ok())
+            .filter(|h| h.id == holder);
+        let epoch = Timestamp::UNIX_EPOCH;
+        Current::Record(LeaseRecord {
+            holder: holder.clone(),
+            term: Term(transitions.max(0) as u64),
+            acquired_at: spec.acquire_time.map(|t| t.0).unwrap_or(epoch),
+            renewed_at: spec.renew_time.map(|t| t.0).unwrap_or(epoch),
+            lease_duration_ms: (dur.max(0) as u64) * 1000,
+            pid: info.as_ref().map(|h| h.pid).unwrap_or(0),
+            host: info.map(|h| h.host).unwrap_or_default(),
+            released_at: None,
+            released_by: None,
+            revision,
+        })
+    }
+
+    fn to_lease(&self, rec: &LeaseRecord, base: Option<&Lease>) -> Lease {
+        let mut meta = base
+            .map(|l| l.metadata.clone())
+            .unwrap_or_else(|| ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                ..ObjectMeta::default()
+            });
+        let mut ann = meta.annotations.take().unwrap_or_default();
+        if rec.is_held() {
+            let info = HolderInfo {
+                id: rec.holder.clone(),
+                pid: rec.pid,
+                host: rec.host.clone(),
+            };
+            ann.insert(
+                HOLDER_ANNOTATION.into(),
+                serde_json::to_string(&info).expect("serializes"),
+            );
+        } else {
+            ann.remove(HOLDER_ANNOTATION);
+        }
+        meta.annotations = Some(ann);
+        let base_spec = base.and_then(|l| l.spec.clone()).unwrap_or_default();
+        Lease {
+            metadata: meta,
+            spec: Some(LeaseSpec {
+                holder_identity: Some(rec.holder.clone()),
+                lease_duration_seconds: Some(rec.lease_duration_ms.div_ceil(1000).max(1) as i32),
+                acquire_time: Some(micro(rec.acquired_at)),
+                renew_time: Some(micro(rec.renewed_at)),
+                lease_transitions: Some(rec.term.0.min(i32::MAX as u64) as i32),
+                preferred_holder: base_spec.preferred_holder,
+                strategy: base_spec.strategy,
+            }),
+        }
+    }
+
+    async fn write(&self, rec: &LeaseRecord, base: Option<&Lease>) -> Result<(), BackendError> {
+        let what = format!("leases.coordination.k8s.io {:?}", self.name);
+        let lease = self.to_lease(rec, base);
+        let pp = PostParams::default();
+        match base {
+            Some(_) => self
+                .leases
+                .replace(&self.name, &pp, &lease)
+                .await
+                .map(|_| ())
+                .map_err(|e| api_err("update", &what, &self.namespace, e)),
+            None => self
+                .leases
+                .create(&pp, &lease)
+                .await
+                .map(|_| ())
+                .map_err(|e| api_err("create", &what, &self.namespace, e)),
+        }
+    }
+
+    async fn record_grant(&self, g: &Grant) -> Result<(), BackendError> {
+        let now = Timestamp::now();
+        let ev = KubeEvent {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}-", self.name)),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(labels(&self.election)),
+                annotations: Some(BTreeMap::from([(
+                    GRANT_ANNOTATION.to_string(),
+                    serde_json::to_string(g).expect("serializes"),
+                )])),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(micro(now)),
+            reason: Some("BecameLeader".into()),
+            action: Some("Acquire".into()),
+            type_: Some("Normal".into()),
+            note: Some(format!("{} became leader (term {})", g.holder, g.term)),
+            reporting_controller: Some("crown.io/leader-election".into()),
+            reporting_instance: Some(self.me.id.chars().take(128).collect()),
+            regarding: Some(ObjectReference {
+                api_version: Some("coordination.k8s.io/v1".into()),
+                kind: Some("Lease".into()),
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                ..ObjectReference::default()
+            }),
+            ..KubeEvent::default()
+        };
+        self.events
+            .create(&PostParams::default(), &ev)
+            .await
+            .map(|_| ())
+            .map_err(|e| api_err("create", "events.events.k8s.io", &self.namespace, e))
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        let list = self
+            .events
+            .list(&ListParams::default().labels(&format!("{ELECTION_LABEL}={}", self.election)))
+            .await
+            .map_err(|e| api_err("list", "events.events.k8s.io", &self.namespace, e))?;
+        let mut grants: Vec<Grant> = list
+            .items
+            .iter()
+            .filter_map(|e| e.metadata.annotations.as_ref()?.get(GRANT_ANNOTATION))
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect();
+        grants.sort_by_key(|g: &Grant| (g.term, g.acquired_at));
+        Ok(grants)
+    }
+
+    fn member_name(&self, id: &str) -> String {
+        let mut n = format!("{}-member-{}", self.name, id.to_ascii_lowercase());
+        n.truncate(253);
+        n
+    }
+}
+
+fn labels(election: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_string(), "crown".to_string()),
+        (ELECTION_LABEL.to_string(), election.to_string()),
+    ])
+}
+
+#[async_trait]
+impl Backend for KubeBackend {
+    fn kind(&self) -> &'static str {
+        "kube"
+    }
+
+    async fn try_acquire_or_renew(
+        &self,
+        req: AcquireRequest,
+        observer: &mut Observer,
+    ) -> Result<Outcome, BackendError> {
+        let inner = &self.inner;
+        let base = inner.get().await?;
+        let cur = inner.current(base.as_ref());
+        let term_floor = match cur {
+            Current::Missing => inner
+                .history()
+                .await
+                .ok()
+                .and_then(|h| h.iter().map(|g| g.term).max())
+                .unwrap_or_default(),
+            _ => Term(0),
+        };
+        if req.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(BackendError::Conflict(
+                "renew deadline passed before the write".into(),
+            ));
+        }
+        let r = lease::Request {
+            me: &inner.me,
+            held: req.held,
+            hold_off: req.hold_off,
+            lease_duration: req.lease_duration,
+            now: req.now,
+            wall_now: Timestamp::now(),
+            term_floor,
+        };
+        match lease::decide(&cur, observer, &r, Liveness::Unknown) {
+            lease::Decision::Acquire { record, grant } => {
+                inner.write(&record, base.as_ref()).await?;
+                if let Err(e) = inner.record_grant(&grant).await {
+                    tracing::warn!(
+                        "could not record the grant of term {} as an Event: {e}",
+                        grant.term
+                    );
+                }
+                Ok(Outcome::Acquired {
+                    term: record.term,
+                    grant,
+                })
+            }
+            lease::Decision::Renew { record } => {
+                inner.write(&record, base.as_ref()).await?;
+                Ok(Outcome::Renewed { term: record.term })
+            }
+            lease::Decision::Follow { leader, expires_in } => Ok(Outcome::Following {
+                leader,
+                recheck_in: expires_in,
+            }),
+            lease::Decision::Lost { leader } => Ok(Outcome::Lost { leader }),
+        }
+    }
+
+    async fn release(&self, term: Term) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let base = inner.get().await?;
+        let cur = inner.current(base.as_ref());
+        if let Some(rec) = lease::release(&cur, &inner.me, term, Timestamp::now()) {
+            inner.write(&rec, base.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    async fn changed(&self) {
+        self.inner.notify.notified().await
+    }
+
+    async fn lease(&self) -> Result<LeaseView, BackendError> {
+        let base = self.inner.get().await?;
+        Ok(match self.inner.current(base.as_ref()) {
+            Current::Record(r) => LeaseView::Record(r),
+            _ => LeaseView::None,
+        })
+    }
+
+    async fn publish_member(&self, m: &Member) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        {
+            let last = inner.last_member.lock().unwrap();
+            if let Some((role, term, at)) = *last
+                && role == m.role
+                && term == m.term
+                && at.elapsed() < MEMBER_MIN_INTERVAL
+            {
+                return Ok(());
+            }
+        }
+        let name = inner.member_name(&m.id);
+        let what = format!("leases.coordination.k8s.io {name:?}");
+        let existing = inner
+            .leases
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_err("get", &what, &inner.namespace, e))?;
+        let mut meta = existing
+            .as_ref()
+            .map(|l| l.metadata.clone())
+            .unwrap_or_else(|| ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(inner.namespace.clone()),
+                ..ObjectMeta::default()
+            });
+        meta.labels = Some(labels(&inner.election));
+        let mut ann = meta.annotations.take().unwrap_or_default();
+        ann.insert(
+            MEMBER_ANNOTATION.into(),
+            serde_json::to_string(m).expect("serializes"),
+        );
+        meta.annotations = Some(ann);
+        let lease = Lease {
+            metadata: meta,
+            spec: Some(LeaseSpec {
+                holder_identity: Some(m.id.clone()),
+                renew_time: Some(micro(m.last_heartbeat)),
+                acquire_time: Some(micro(m.started_at)),
+                lease_duration_seconds: Some(MEMBER_MIN_INTERVAL.as_secs() as i32 * 3),
+                ..LeaseSpec::default()
+            }),
+        };
+        let pp = PostParams::default();
+        let res = match existing {
+            Some(_) => inner
+                .leases
+                .replace(&name, &pp, &lease)
+                .await
+                .map_err(|e| api_err("update", &what, &inner.namespace, e)),
+            None => inner
+                .leases
+                .create(&pp, &lease)
+                .await
+                .map_err(|e| api_err("create", &what, &inner.namespace, e)),
+        };
+        res?;
+        *inner.last_member.lock().unwrap() = Some((m.role, m.term, Instant::now()));
+        Ok(())
+    }
+
+    async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
+        let name = self.inner.member_name(id);
+        match self
+            .inner
+            .leases
+            .delete(&name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err(
+                "delete",
+                &format!("leases.coordination.k8s.io {name:?}"),
+                &self.inner.namespace,
+                e,
+            )),
+        }
+    }
+
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        let inner = &self.inner;
+        let list = inner
+            .leases
+            .list(&ListParams::default().labels(&format!("{ELECTION_LABEL}={}", inner.election)))
+            .await
+            .map_err(|e| api_err("list", "leases.coordination.k8s.io", &inner.namespace, e))?;
+        let mut out: Vec<Member> = list
+            .items
+            .iter()
+            .filter_map(|l| l.metadata.annotations.as_ref()?.get(MEMBER_ANNOTATION))
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        self.inner.history().await
+    }
+}
