@@ -186,6 +186,9 @@ pub fn log_event(id: &str, ev: &Event) {
         Event::NoLeader => {
             tracing::info!(event = "no_leader", id, "[{id}] CANDIDATE (no leader)")
         }
+        Event::Fatal { message } => {
+            tracing::error!(event = "fatal", id, "[{id}] giving up: {message}")
+        }
     }
 }
 
@@ -264,8 +267,13 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         })
     };
 
+    let mut fatal = None;
     while let Some(ev) = events.next().await {
         log_event(&id, &ev);
+        if let Event::Fatal { message } = ev {
+            fatal = Some(message);
+            shutdown.cancel();
+        }
     }
     let _ = hb.await;
     if let Err(e) = backend.remove_member(&id).await {
@@ -274,5 +282,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let role = handle.status().borrow().role;
     debug_assert_ne!(role, Role::Leader);
     tracing::info!(event = "stopped", id = id.as_str(), "[{id}] stopped");
-    Ok(exit::OK)
+    match fatal {
+        Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
+        None => Ok(exit::OK),
+    }
 }

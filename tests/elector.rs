@@ -276,3 +276,27 @@ async fn leader_that_finds_another_term_in_the_record_stops_at_once() {
     );
     assert_eq!(b.record().unwrap().holder, "b");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_forbidden_backend_stops_the_elector_with_a_fatal_event_after_stepping_down() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    a.set_forbidden(true);
+    // A leader retries until its deadline and steps down; as a follower the refusal is fatal.
+    assert_eq!(
+        next(&mut ea).await,
+        Event::StoppedLeading {
+            term: Term(1),
+            reason: StopReason::RenewDeadline
+        }
+    );
+    assert_eq!(
+        next(&mut ea).await,
+        Event::Fatal {
+            message: "memory backend: forbidden".into()
+        }
+    );
+    assert!(ea.next().await.is_none());
+}

@@ -27,6 +27,7 @@ pub struct MemoryBackend {
     me: Identity,
     skew: SignedDuration,
     unreachable: Arc<AtomicBool>,
+    forbidden: Arc<AtomicBool>,
     notify: Arc<Notify>,
 }
 
@@ -43,6 +44,7 @@ impl MemoryBackend {
             me,
             skew: SignedDuration::ZERO,
             unreachable: Arc::new(AtomicBool::new(false)),
+            forbidden: Arc::new(AtomicBool::new(false)),
             notify,
         }
     }
@@ -56,6 +58,7 @@ impl MemoryBackend {
             me,
             skew: SignedDuration::ZERO,
             unreachable: Arc::new(AtomicBool::new(false)),
+            forbidden: Arc::new(AtomicBool::new(false)),
             notify,
         }
     }
@@ -71,12 +74,20 @@ impl MemoryBackend {
         self.unreachable.store(v, Ordering::SeqCst);
     }
 
+    /// Makes every call of this handle fail as forbidden (missing RBAC), or not.
+    pub fn set_forbidden(&self, v: bool) {
+        self.forbidden.store(v, Ordering::SeqCst);
+    }
+
     /// The stored record (for assertions).
     pub fn record(&self) -> Option<crate::election::LeaseRecord> {
         self.store.lock().unwrap().current.clone()
     }
 
     fn check(&self) -> Result<(), BackendError> {
+        if self.forbidden.load(Ordering::SeqCst) {
+            return Err(BackendError::Forbidden("memory backend: forbidden".into()));
+        }
         if self.unreachable.load(Ordering::SeqCst) {
             Err(BackendError::Unavailable(
                 "memory backend: partitioned".into(),

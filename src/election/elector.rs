@@ -253,6 +253,10 @@ impl Elector {
                 }
             }
             Ok(Outcome::Renewed { .. } | Outcome::Lost { .. }) => {}
+            Err(crate::backend::BackendError::Forbidden(message)) => {
+                self.emit(ctx, Event::Fatal { message }).await;
+                return State::Done;
+            }
             Err(e) => {
                 tracing::warn!(id = %self.me.id, error = %e, "[{}] backend error while following: {e}", self.me.id);
             }

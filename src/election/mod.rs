@@ -119,6 +119,12 @@ pub enum Event {
     },
     /// The lease is free (released, or expired with no successor yet).
     NoLeader,
+    /// The backend refused a verb this participant needs (e.g. RBAC): campaigning cannot
+    /// work until an operator fixes it, so the elector stops. Never sent while leading.
+    Fatal {
+        /// One line saying what is missing.
+        message: String,
+    },
 }
 
 /// How a grant ended, as recorded by its successor.
