@@ -355,10 +355,6 @@ impl Inner {
                 }
             }
         }
-        let term_floor = match cur {
-            Current::Record(_) => Term(0),
-            _ => self.term_floor(),
-        };
         let r = lease::Request {
             me: &self.me,
             held: req.held,
@@ -366,9 +362,12 @@ impl Inner {
             lease_duration: req.lease_duration,
             now: req.now,
             wall_now: Timestamp::now(),
-            term_floor,
         };
-        let outcome = match lease::decide(&cur, observer, &r, liveness) {
+        let mut decision = lease::decide(&cur, observer, &r, liveness);
+        if let lease::Decision::Acquire { .. } = decision {
+            decision = lease::above_history(decision, self.term_floor());
+        }
+        let outcome = match decision {
             lease::Decision::Acquire { record, grant } => {
                 let alive = self.take_alive(probe.take(), record.term);
                 self.write_record(&record)?;

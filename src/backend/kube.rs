@@ -421,15 +421,6 @@ impl Backend for KubeBackend {
         let inner = &self.inner;
         let base = inner.get().await?;
         let cur = inner.current(base.as_ref());
-        let term_floor = match cur {
-            Current::Missing => inner
-                .history()
-                .await
-                .ok()
-                .and_then(|h| h.iter().map(|g| g.term).max())
-                .unwrap_or_default(),
-            _ => Term(0),
-        };
         if req.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(BackendError::Conflict(
                 "renew deadline passed before the write".into(),
@@ -442,9 +433,22 @@ impl Backend for KubeBackend {
             lease_duration: req.lease_duration,
             now: req.now,
             wall_now: Timestamp::now(),
-            term_floor,
         };
-        match lease::decide(&cur, observer, &r, Liveness::Unknown) {
+        let mut decision = lease::decide(&cur, observer, &r, Liveness::Unknown);
+        if let lease::Decision::Acquire { .. } = decision {
+            // Terms survive a deleted or hand-made Lease: stay above every recorded grant.
+            match inner.history().await {
+                Ok(h) => {
+                    let floor = h.iter().map(|g| g.term).max().unwrap_or_default();
+                    decision = lease::above_history(decision, floor);
+                }
+                Err(e) => inner.warn_once(
+                    "history".into(),
+                    &format!("cannot read the leader history to keep terms increasing: {e}"),
+                ),
+            }
+        }
+        match decision {
             lease::Decision::Acquire { record, grant } => {
                 inner.write(&record, base.as_ref()).await?;
                 if let Err(e) = inner.record_grant(&grant).await {

@@ -138,9 +138,10 @@ impl Backend for MemoryBackend {
             lease_duration: req.lease_duration,
             now: req.now,
             wall_now: self.wall_now(),
-            term_floor: floor,
         };
-        Ok(match lease::decide(&cur, observer, &r, Liveness::Unknown) {
+        let decision =
+            lease::above_history(lease::decide(&cur, observer, &r, Liveness::Unknown), floor);
+        Ok(match decision {
             lease::Decision::Acquire { record, grant } => {
                 let term = record.term;
                 store.current = Some(record);

@@ -82,8 +82,6 @@ pub struct Request<'a> {
     pub now: Instant,
     /// Now, on our wall clock (only written, never compared).
     pub wall_now: Timestamp,
-    /// The highest term known from elsewhere (e.g. history), so terms survive a lost record.
-    pub term_floor: Term,
 }
 
 /// What to do.
@@ -178,7 +176,7 @@ pub fn decide(
         Current::Record(r) => r.term,
         _ => Term(0),
     };
-    let term = prev_term.max(req.term_floor).next();
+    let term = prev_term.next();
     let (previous_holder, previous_end, ended_at) = match (current, prev) {
         (_, Some((r, EndKind::Released))) => (
             r.released_by.clone(),
@@ -231,6 +229,24 @@ pub fn decide(
     Decision::Acquire { record, grant }
 }
 
+/// Raises an acquisition's term above `floor`, the highest term known from elsewhere (the
+/// history), so terms are never reused even when the record was deleted or replaced by hand.
+/// Backends call it only when `decide` says `Acquire`, so reading the history costs nothing on
+/// renewals.
+pub fn above_history(decision: Decision, floor: Term) -> Decision {
+    match decision {
+        Decision::Acquire {
+            mut record,
+            mut grant,
+        } if record.term <= floor => {
+            record.term = floor.next();
+            grant.term = record.term;
+            Decision::Acquire { record, grant }
+        }
+        other => other,
+    }
+}
+
 /// The record that releases `term`, if `current` still shows us holding it.
 pub fn release(
     current: &Current,
@@ -271,7 +287,6 @@ mod tests {
             lease_duration: Duration::from_secs(5),
             now,
             wall_now: Timestamp::now(),
-            term_floor: Term(0),
         }
     }
 
@@ -286,9 +301,9 @@ mod tests {
     async fn missing_record_is_acquired_with_term_above_floor() {
         let a = me("a");
         let mut o = Observer::default();
-        let mut r = req(&a, None, Instant::now());
-        r.term_floor = Term(41);
-        let (rec, grant) = acquire(decide(&Current::Missing, &mut o, &r, Liveness::Unknown));
+        let r = req(&a, None, Instant::now());
+        let d = decide(&Current::Missing, &mut o, &r, Liveness::Unknown);
+        let (rec, grant) = acquire(above_history(d, Term(41)));
         assert_eq!(rec.term, Term(42));
         assert_eq!(grant.term, Term(42));
         assert_eq!(rec.holder, "a");
@@ -419,15 +434,18 @@ mod tests {
         };
         let mut o = Observer::default();
         let mut r = req(&b, None, Instant::now());
-        r.term_floor = Term(9);
         assert!(matches!(
             decide(&corrupt, &mut o, &r, Liveness::Unknown),
             Decision::Follow { .. }
         ));
         tokio::time::advance(Duration::from_secs(5)).await;
         r.now = Instant::now();
-        let (rec, g) = acquire(decide(&corrupt, &mut o, &r, Liveness::Unknown));
+        let (rec, g) = acquire(above_history(
+            decide(&corrupt, &mut o, &r, Liveness::Unknown),
+            Term(9),
+        ));
         assert_eq!(rec.term, Term(10));
+        assert_eq!(g.term, Term(10));
         assert_eq!(g.previous_end, Some(EndKind::Corrupt));
     }
 }
