@@ -2,6 +2,8 @@
 //! lets tests await log events (no fixed sleeps).
 #![allow(dead_code)]
 
+pub mod kube;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -59,10 +61,17 @@ pub fn timings_fast() -> Vec<String> {
 
 impl Participant {
     pub fn spawn(dir: &Path, id: &str, extra: &[String]) -> Participant {
+        let mut args: Vec<String> = vec!["--dir".into(), dir.to_str().unwrap().into()];
+        args.extend(extra.iter().cloned());
+        Participant::spawn_with(id, &args, &[])
+    }
+
+    /// `crown run --log-format json --id ID ARGS…` with extra environment variables.
+    pub fn spawn_with(id: &str, args: &[String], envs: &[(String, String)]) -> Participant {
         let mut child = Command::new(BIN)
-            .args(["run", "--log-format", "json", "--id", id, "--dir"])
-            .arg(dir)
-            .args(extra)
+            .args(["run", "--log-format", "json", "--id", id])
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .env_remove("POD_NAME")
             .env("CROWN_LOG", "info")
             .stdin(Stdio::null())
@@ -160,8 +169,14 @@ impl Drop for Participant {
 
 /// Runs `crown <args>` to completion: (exit code, stdout, stderr).
 pub fn crown(args: &[&str]) -> (i32, String, String) {
+    crown_env(args, &[])
+}
+
+/// Runs `crown <args>` with extra environment variables.
+pub fn crown_env(args: &[&str], envs: &[(String, String)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .env_remove("POD_NAME")
         .stdin(Stdio::null())
         .output()

@@ -1,0 +1,125 @@
+//! A real kube-apiserver (over etcd) per test, started by `scripts/kube-test-env.sh` on free
+//! loopback ports, stopped on drop. Fails, never skips, when it cannot be built or started.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube-test-env.sh");
+
+pub struct KubeEnv {
+    pub dir: tempfile::TempDir,
+    pub vars: HashMap<String, String>,
+}
+
+fn script(args: &[&str], dir: &Path) -> Output {
+    Command::new("bash")
+        .arg(SCRIPT)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run scripts/kube-test-env.sh")
+}
+
+impl KubeEnv {
+    pub fn start() -> KubeEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("crown-kube-")
+            .tempdir()
+            .unwrap();
+        let out = script(&["start"], dir.path());
+        assert!(
+            out.status.success(),
+            "could not start a kube-apiserver (build it with `scripts/kube-test-env.sh build`; needs Go and the Debian package etcd-server: `make setup`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let vars = env
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        KubeEnv { dir, vars }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn participant_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig-participant")
+    }
+
+    /// Environment for a crown process using `kubeconfig`.
+    pub fn env_for(&self, kubeconfig: &Path) -> Vec<(String, String)> {
+        vec![("KUBECONFIG".into(), kubeconfig.to_str().unwrap().into())]
+    }
+
+    pub fn admin_env(&self) -> Vec<(String, String)> {
+        self.env_for(&self.kubeconfig())
+    }
+
+    /// kubectl as admin; panics with its stderr on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_try(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl_try(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let kubectl = self
+            .vars
+            .get("CROWN_KUBECTL")
+            .cloned()
+            .unwrap_or_else(|| "kubectl".into());
+        let mut child = Command::new(kubectl)
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn stop_apiserver(&self) {
+        let out = script(&["stop-apiserver"], self.dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start_apiserver(&self) {
+        let out = script(&["start-apiserver"], self.dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for KubeEnv {
+    fn drop(&mut self) {
+        let _ = script(&["stop"], self.dir.path());
+    }
+}
