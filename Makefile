@@ -25,7 +25,8 @@ kill-demo: ## stop every demo participant and the tmux session
 	-tmux kill-session -t crown-demo 2>/dev/null
 	-pkill -TERM -f "crown run --dir $(DIR)"
 
-test: setup ## every test (unit, real binary, real terminal)
+test: ## every test (unit, real binary, real servers, real terminal); installs what is missing
+	scripts/install-deps.sh --tests
 	$(CARGO) test --all-targets -- --test-threads=2
 
 lint:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for building, demoing and testing crown. Idempotent:
 # does nothing (and touches no package index) when everything is already there.
-#   scripts/install-deps.sh          # everything the tests need
+#   scripts/install-deps.sh          # what the demos need
+#   scripts/install-deps.sh --tests  # and what the tests need (a kube-apiserver built from Go)
 # Needs: a Rust toolchain (rustup) already on the machine; Debian/Ubuntu apt for the rest.
 set -euo pipefail
 
@@ -23,5 +24,10 @@ if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# A real kube-apiserver for the Kubernetes tests, built once from Go modules into ~/.cache/crown.
+if [ "${1:-}" = --tests ]; then
+have go || { echo "install-deps: go not found: the kube-apiserver for the tests is built from Go modules" >&2; exit 1; }
+"$(dirname "$0")/kube-test-env.sh" build
 fi
 echo "install-deps: ok (cargo $(cargo --version | cut -d' ' -f2), tmux $(tmux -V | cut -d' ' -f2))"

@@ -59,6 +59,16 @@ pub struct BackendArgs {
     pub wait_for_backend: Duration,
 }
 
+impl BackendKind {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::File => "file",
+            BackendKind::Kube => "kube",
+        }
+    }
+}
+
 impl BackendArgs {
     /// Where the election lives, for log lines.
     pub fn location(&self) -> String {
@@ -134,6 +144,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CROWN_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Check the flags and configuration, print them, and exit (0 if valid) without touching
+    /// the backend. Used to validate container args.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// `crown status` and `crown history`.

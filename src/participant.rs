@@ -199,6 +199,20 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         .config()
         .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let me = identity(args.id.as_deref())?;
+    validate_election_name(&args.backend.election)?;
+    if args.check_config {
+        println!(
+            "config ok: id {} backend {} ({}) election {} lease {:?} renew {:?} retry {:?}",
+            me.id,
+            args.backend.backend.name(),
+            args.backend.location(),
+            args.backend.election,
+            cfg.lease_duration,
+            cfg.renew_deadline,
+            cfg.retry_period
+        );
+        return Ok(exit::OK);
+    }
     let backend = open_backend(&args.backend, me.clone()).await?;
     let id = me.id.clone();
     tracing::info!(
