@@ -4,7 +4,8 @@
 # No kubelet, no controllers, no containers: just the API that Leases, Events and RBAC live in.
 #
 #   scripts/kube-test-env.sh build                    # build/cache kube-apiserver (and etcd, kubectl if needed)
-#   scripts/kube-test-env.sh start [--dir DIR]        # fresh etcd + apiserver; writes DIR/env, DIR/kubeconfig*
+#   scripts/kube-test-env.sh start [--dir DIR] [--owner-pid PID]   # fresh etcd + apiserver; writes DIR/env,
+#                                                     # DIR/kubeconfig*; with --owner-pid, stops when PID exits
 #   scripts/kube-test-env.sh stop  [--dir DIR]        # stop both (idempotent)
 #   scripts/kube-test-env.sh env   [--dir DIR]        # print DIR/env (eval it, or `source DIR/env`)
 #   scripts/kube-test-env.sh status [--dir DIR]       # what is running; exit 0 only when the apiserver is ready
@@ -28,6 +29,7 @@
 #                         k8s.io/kubernetes v1.34.4 itself depends on, and kubeadm 1.34 deploys)
 #   CROWN_GO_PARALLEL     packages `go build` compiles at once (default 1: leaves the other core free)
 #   CROWN_KUBE_START_TIMEOUT  seconds to wait for /readyz (default 60)
+#   CROWN_KUBE_APISERVER_ARGS extra kube-apiserver flags, split on spaces (e.g. --feature-gates=...)
 set -euo pipefail
 
 KUBE_VERSION="${CROWN_KUBE_VERSION:-v1.34.4}"
@@ -37,12 +39,13 @@ CACHE_DIR="${CROWN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/crown}"
 BIN_DIR="$CACHE_DIR/bin"
 GO_PARALLEL="${CROWN_GO_PARALLEL:-1}"
 START_TIMEOUT="${CROWN_KUBE_START_TIMEOUT:-60}"
+read -r -a EXTRA_APISERVER_ARGS <<<"${CROWN_KUBE_APISERVER_ARGS:-}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "kube-test-env: $*" >&2; exit 1; }
 log() { echo "kube-test-env: $*" >&2; }
 now_ms() { date +%s%3N; }
-elapsed() { local ms=$(($(now_ms) - $1)); printf '%d.%01ds' $((ms / 1000)) $(((ms % 1000) / 100)); }
+elapsed() { local ms=$((${2:-$(now_ms)} - $1)); printf '%d.%01ds' $((ms / 1000)) $(((ms % 1000) / 100)); }
 
 # ---------------------------------------------------------------------------------------------
 # build
@@ -195,6 +198,7 @@ cmd_build() {
 
 DIR=""
 KILL_SIGNAL=TERM
+OWNER_PID="${CROWN_KUBE_OWNER_PID:-}"
 
 parse_args() {
   while [ $# -gt 0 ]; do
@@ -202,6 +206,7 @@ parse_args() {
       --dir) [ $# -ge 2 ] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
       --dir=*) DIR="${1#--dir=}"; shift ;;
       --kill) KILL_SIGNAL=KILL; shift ;;
+      --owner-pid) [ $# -ge 2 ] || die "--owner-pid needs a value"; OWNER_PID="$2"; shift 2 ;;
       *) die "unknown argument: $1 (see the header of $0)" ;;
     esac
   done
@@ -239,6 +244,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 spawn() {
   local name="$1"; shift
   : >"$DIR/$name.log"
+  rm -f "$DIR/$name.pid"
   # shellcheck disable=SC2016 # $$, $0 and $@ are the inner shell's: it writes its own pid, then execs.
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$DIR/$name.pid" "$@" \
     </dev/null >>"$DIR/$name.log" 2>&1 &
@@ -271,21 +277,22 @@ stop_proc() {
 # Self-signed CA, a serving certificate for 127.0.0.1/localhost, the service-account key pair and
 # the static tokens: made once per DIR and reused by later starts.
 make_credentials() {
-  local c="$DIR/certs"
+  local c="$DIR/certs" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1)
   mkdir -p "$c"
   if [ ! -f "$c/serving.crt" ]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=crown-test-ca" \
+    # ECDSA P-256 keys: instant to generate (tests start one environment each), accepted by rustls.
+    openssl req -x509 "${ec[@]}" -nodes -days 3650 -subj "/CN=crown-test-ca" \
       -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+    openssl req "${ec[@]}" -nodes -subj "/CN=kube-apiserver" \
       -keyout "$c/serving.key" -out "$c/serving.csr" 2>/dev/null
     printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc" \
-      "extendedKeyUsage=serverAuth" "keyUsage=digitalSignature,keyEncipherment" >"$c/serving.ext"
+      "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature" >"$c/serving.ext"
     openssl x509 -req -in "$c/serving.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial \
       -days 3650 -extfile "$c/serving.ext" -out "$c/serving.crt" 2>/dev/null
   fi
   if [ ! -f "$c/sa.pub" ]; then
-    openssl genrsa -out "$c/sa.key" 2048 2>/dev/null
-    openssl rsa -in "$c/sa.key" -pubout -out "$c/sa.pub" 2>/dev/null
+    openssl ecparam -name prime256v1 -genkey -noout -out "$c/sa.key"
+    openssl ec -in "$c/sa.key" -pubout -out "$c/sa.pub" 2>/dev/null
   fi
   if [ ! -f "$DIR/tokens.csv" ]; then
     # token,user,uid[,"groups"]; every authenticated user also gets system:authenticated.
@@ -382,7 +389,7 @@ start_apiserver() {
     --service-account-key-file="$c/sa.pub" --service-account-signing-key-file="$c/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --disable-admission-plugins=ServiceAccount \
-    --profiling=false --v=0
+    --profiling=false --v=0 "${EXTRA_APISERVER_ARGS[@]}"
   wait_ready
 }
 
@@ -416,7 +423,7 @@ ensure_default_namespace() {
 }
 
 cmd_start() {
-  local t0
+  local t0 t1 t2
   t0="$(now_ms)"
   if live_pid apiserver >/dev/null && live_pid etcd >/dev/null; then
     load_state
@@ -434,15 +441,31 @@ cmd_start() {
   write_kubeconfig "$DIR/kubeconfig" admin
   write_kubeconfig "$DIR/kubeconfig-participant" crown-participant
   rm -rf "$DIR/etcd-data"
+  t1="$(now_ms)"
   start_etcd
+  t2="$(now_ms)"
   start_apiserver
   ensure_default_namespace
+  start_watchdog
   write_env
   cat "$DIR/env"
-  log "started in $(elapsed "$t0") (apiserver https://127.0.0.1:$APISERVER_PORT, etcd 127.0.0.1:$ETCD_PORT, dir $DIR)"
+  log "started in $(elapsed "$t0") (etcd $(elapsed "$t1" "$t2"), kube-apiserver $(elapsed "$t2")):" \
+    "https://127.0.0.1:$APISERVER_PORT, etcd 127.0.0.1:$ETCD_PORT, dir $DIR"
+}
+
+# With --owner-pid PID, a watchdog stops the environment once PID has exited (a test process
+# killed before it could run `stop` then leaks nothing).
+start_watchdog() {
+  [ -n "$OWNER_PID" ] || return 0
+  kill -0 "$OWNER_PID" 2>/dev/null || die "--owner-pid $OWNER_PID: no such process"
+  # shellcheck disable=SC2016 # expanded by the watchdog's own shell
+  spawn watchdog bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" stop --dir "$3"' \
+    watchdog "$OWNER_PID" "$REPO_ROOT/scripts/kube-test-env.sh" "$DIR"
 }
 
 cmd_stop_quiet() {
+  # The watchdog's last act is to run `stop` as itself: it must not kill itself.
+  if [ "$(live_pid watchdog || true)" != "$$" ]; then stop_proc watchdog TERM; else rm -f "$DIR/watchdog.pid"; fi
   stop_proc apiserver TERM
   stop_proc etcd TERM
 }
