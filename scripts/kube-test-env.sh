@@ -2,6 +2,9 @@
 # A real, throw-away Kubernetes API server for crown's tests (like controller-runtime's envtest):
 # an etcd plus a kube-apiserver on 127.0.0.1, on free ports, with RBAC and two token identities.
 # No kubelet, no controllers, no containers: just the API that Leases, Events and RBAC live in.
+# With no kube-controller-manager: a deleted namespace stays Terminating for ever, namespaces get
+# no `default` ServiceAccount (create one with kubectl; `kubectl create token` works), nothing
+# garbage-collects by ownerReferences. Admission plugin ServiceAccount is off (pods need no SA).
 #
 #   scripts/kube-test-env.sh build                    # build/cache kube-apiserver (and etcd, kubectl if needed)
 #   scripts/kube-test-env.sh start [--dir DIR] [--owner-pid PID]   # fresh etcd + apiserver; writes DIR/env,
@@ -27,6 +30,8 @@
 #                         (needed for streaming lists / sendInitialEvents: see etcd_bin)
 #   CROWN_ETCD_VERSION    go.etcd.io/etcd/server/v3 version to build (default v3.6.4: the etcd that
 #                         k8s.io/kubernetes v1.34.4 itself depends on, and kubeadm 1.34 deploys)
+#   CROWN_KUBECTL         kubectl to use; "build" builds kubectl $CROWN_KUBE_VERSION (default: kubectl
+#                         on PATH, else build)
 #   CROWN_GO_PARALLEL     packages `go build` compiles at once (default 1: leaves the other core free)
 #   CROWN_KUBE_START_TIMEOUT  seconds to wait for /readyz (default 60)
 #   CROWN_KUBE_APISERVER_ARGS extra kube-apiserver flags, split on spaces (e.g. --feature-gates=...)
@@ -100,7 +105,8 @@ EOF
 # own build stamps it (so `--version` and the server's /version say $KUBE_VERSION).
 build_kube_cmd() {
   local name="$1" out="$BIN_DIR/$1-$KUBE_VERSION" dir date minor pkg ld="" t0
-  if [ -x "$out" ] && "$out" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION"; then
+  if [ -x "$out" ] && { "$out" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION" ||
+    "$out" version --client 2>/dev/null | grep -qx "Client Version: $KUBE_VERSION"; }; then
     echo "$out"; return
   fi
   dir="$(kube_module)"
@@ -165,9 +171,14 @@ etcd_bin() {
   esac
 }
 
-# The machine's kubectl if there is one, else one built from the same k8s.io/kubernetes.
+# $CROWN_KUBECTL if set ("build": build one), else the machine's kubectl, else one built from
+# the same k8s.io/kubernetes (kubectl is only used by this script and by tests, for setup).
 kubectl_bin() {
-  if command -v kubectl >/dev/null 2>&1; then command -v kubectl; else build_kube_cmd kubectl; fi
+  case "${CROWN_KUBECTL:-}" in
+    build) build_kube_cmd kubectl ;;
+    "") if command -v kubectl >/dev/null 2>&1; then command -v kubectl; else build_kube_cmd kubectl; fi ;;
+    *) [ -x "$CROWN_KUBECTL" ] || die "CROWN_KUBECTL=$CROWN_KUBECTL is not executable"; echo "$CROWN_KUBECTL" ;;
+  esac
 }
 
 # Sets APISERVER, ETCD and KUBECTL, building what is missing. Holds a lock meanwhile, so that
@@ -211,8 +222,8 @@ parse_args() {
     esac
   done
   DIR="${DIR:-${CROWN_KUBE_DIR:-$REPO_ROOT/.demo/kube}}"
-  mkdir -p "$DIR"
-  DIR="$(cd "$DIR" && pwd)"
+  case "$DIR" in /*) ;; *) DIR="$PWD/$DIR" ;; esac
+  DIR="${DIR%/}"
 }
 
 # pid of a process we started, if it is still that process (a pid file can outlive its process).
@@ -221,7 +232,7 @@ live_pid() {
   [ -f "$pidfile" ] || return 1
   pid="$(cat "$pidfile")"
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$DIR" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DIR/" || return 1
   echo "$pid"
 }
 
@@ -430,6 +441,7 @@ cmd_start() {
     log "already running in $DIR"
     write_env; cat "$DIR/env"; return
   fi
+  mkdir -p "$DIR"
   cmd_stop_quiet
   ensure_binaries
   make_credentials
@@ -460,7 +472,7 @@ start_watchdog() {
   kill -0 "$OWNER_PID" 2>/dev/null || die "--owner-pid $OWNER_PID: no such process"
   # shellcheck disable=SC2016 # expanded by the watchdog's own shell
   spawn watchdog bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" stop --dir "$3"' \
-    watchdog "$OWNER_PID" "$REPO_ROOT/scripts/kube-test-env.sh" "$DIR"
+    watchdog "$OWNER_PID" "$REPO_ROOT/scripts/kube-test-env.sh" "$DIR/"
 }
 
 cmd_stop_quiet() {
@@ -471,6 +483,7 @@ cmd_stop_quiet() {
 }
 
 cmd_stop() {
+  [ -d "$DIR" ] || { log "nothing in $DIR"; return 0; }
   cmd_stop_quiet
   [ -f "$DIR/state" ] && { load_state; write_env; }
   log "stopped (dir $DIR)"
