@@ -71,6 +71,10 @@ struct Inner {
     me: Identity,
     notify: Arc<Notify>,
     watching: AtomicBool,
+    /// The Lease as the watch (and our own writes) last showed it; `None` when unknown (no
+    /// watch, or it broke), then reads go to the apiserver. Writes are compare-and-swap on
+    /// the resourceVersion, so a stale view costs a 409, never safety.
+    cache: Mutex<Option<Option<Lease>>>,
     warned: Mutex<HashSet<String>>,
     last_member: Mutex<Option<(Role, Term, Instant)>>,
 }
@@ -136,6 +140,7 @@ impl KubeBackend {
                 me,
                 notify: Arc::new(Notify::new()),
                 watching: AtomicBool::new(false),
+                cache: Mutex::new(None),
                 warned: Mutex::new(HashSet::new()),
                 last_member: Mutex::new(None),
             }),
@@ -169,9 +174,17 @@ impl KubeBackend {
                 .fields(&format!("metadata.name={}", inner.name))
                 .timeout(290);
             loop {
+                inner.invalidate();
                 let rv = match inner.leases.get_opt(&inner.name).await {
-                    Ok(Some(l)) => l.metadata.resource_version.unwrap_or_else(|| "0".into()),
-                    Ok(None) => "0".into(),
+                    Ok(got) => {
+                        let rv = got
+                            .as_ref()
+                            .and_then(|l| l.metadata.resource_version.clone())
+                            .unwrap_or_else(|| "0".into());
+                        inner.remember(got);
+                        inner.notify.notify_one();
+                        rv
+                    }
                     Err(e) => {
                         tracing::debug!("lease watch: re-list failed: {e}");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -183,11 +196,14 @@ impl KubeBackend {
                         let mut stream = std::pin::pin!(stream);
                         while let Some(ev) = stream.next().await {
                             match ev {
-                                Ok(
-                                    WatchEvent::Added(_)
-                                    | WatchEvent::Modified(_)
-                                    | WatchEvent::Deleted(_),
-                                ) => inner.notify.notify_one(),
+                                Ok(WatchEvent::Added(l) | WatchEvent::Modified(l)) => {
+                                    inner.remember(Some(l));
+                                    inner.notify.notify_one()
+                                }
+                                Ok(WatchEvent::Deleted(_)) => {
+                                    *inner.cache.lock().unwrap() = Some(None);
+                                    inner.notify.notify_one()
+                                }
                                 Ok(WatchEvent::Bookmark(_)) => {}
                                 Ok(WatchEvent::Error(_)) | Err(_) => break,
                             }
@@ -208,6 +224,35 @@ impl Inner {
         if self.warned.lock().unwrap().insert(key) {
             tracing::warn!("{msg}");
         }
+    }
+
+    fn invalidate(&self) {
+        *self.cache.lock().unwrap() = None;
+    }
+
+    /// Keeps `lease` as the current view unless the view already holds a newer version.
+    fn remember(&self, lease: Option<Lease>) {
+        let rv = |l: &Option<Lease>| {
+            l.as_ref()
+                .and_then(|l| l.metadata.resource_version.as_ref())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let mut c = self.cache.lock().unwrap();
+        let newer = match (&*c, rv(&lease)) {
+            (Some(old), Some(new)) => rv(old).is_none_or(|o| new >= o),
+            _ => true,
+        };
+        if newer {
+            *c = Some(lease);
+        }
+    }
+
+    /// The Lease from the watch's view if it is live, else from the apiserver.
+    async fn read(&self) -> Result<Option<Lease>, BackendError> {
+        if let Some(l) = self.cache.lock().unwrap().clone() {
+            return Ok(l);
+        }
+        self.get().await
     }
 
     async fn get(&self) -> Result<Option<Lease>, BackendError> {
@@ -325,19 +370,30 @@ impl Inner {
         let what = format!("leases.coordination.k8s.io {:?}", self.name);
         let lease = self.to_lease(rec, base);
         let pp = PostParams::default();
-        match base {
+        let res = match base {
             Some(_) => self
                 .leases
                 .replace(&self.name, &pp, &lease)
                 .await
-                .map(|_| ())
                 .map_err(|e| api_err("update", &what, &self.namespace, e)),
             None => self
                 .leases
                 .create(&pp, &lease)
                 .await
-                .map(|_| ())
                 .map_err(|e| api_err("create", &what, &self.namespace, e)),
+        };
+        match res {
+            Ok(written) => {
+                if self.watching.load(Ordering::SeqCst) {
+                    self.remember(Some(written));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // A 409 means our view was stale: read from the apiserver next time.
+                self.invalidate();
+                Err(e)
+            }
         }
     }
 
@@ -419,7 +475,7 @@ impl Backend for KubeBackend {
         observer: &mut Observer,
     ) -> Result<Outcome, BackendError> {
         let inner = &self.inner;
-        let base = inner.get().await?;
+        let base = inner.read().await?;
         let cur = inner.current(base.as_ref());
         if req.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(BackendError::Conflict(
