@@ -77,6 +77,8 @@ struct Inner {
     cache: Mutex<Option<Option<Lease>>>,
     warned: Mutex<HashSet<String>>,
     last_member: Mutex<Option<(Role, Term, Instant)>>,
+    /// Our member Lease as we last wrote it: the next heartbeat replaces it without a GET.
+    member_lease: Mutex<Option<Lease>>,
 }
 
 /// Maps a kube error to one clear line naming the verb and the resource.
@@ -143,6 +145,7 @@ impl KubeBackend {
                 cache: Mutex::new(None),
                 warned: Mutex::new(HashSet::new()),
                 last_member: Mutex::new(None),
+                member_lease: Mutex::new(None),
             }),
         };
         let deadline = Instant::now() + wait;
@@ -566,11 +569,15 @@ impl Backend for KubeBackend {
         }
         let name = inner.member_name(&m.id);
         let what = format!("leases.coordination.k8s.io {name:?}");
-        let existing = inner
-            .leases
-            .get_opt(&name)
-            .await
-            .map_err(|e| api_err("get", &what, &inner.namespace, e))?;
+        let cached = inner.member_lease.lock().unwrap().clone();
+        let existing = match cached {
+            Some(l) => Some(l),
+            None => inner
+                .leases
+                .get_opt(&name)
+                .await
+                .map_err(|e| api_err("get", &what, &inner.namespace, e))?,
+        };
         let mut meta = existing
             .as_ref()
             .map(|l| l.metadata.clone())
@@ -609,6 +616,8 @@ impl Backend for KubeBackend {
                 .await
                 .map_err(|e| api_err("create", &what, &inner.namespace, e)),
         };
+        // A conflict or a deleted member Lease: read it afresh next time.
+        *inner.member_lease.lock().unwrap() = res.as_ref().ok().cloned();
         res?;
         *inner.last_member.lock().unwrap() = Some((m.role, m.term, Instant::now()));
         Ok(())
