@@ -25,6 +25,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the leader history: every grant, how it ended and the gap before it.
     History(StatusArgs),
+    /// Watch an election live: leader, members, history, failover gaps (observes only; keys
+    /// kill, pause or resign a local leader).
+    Tui(TuiArgs),
+    /// Start N local participants and watch them in the dashboard; without a terminal, print
+    /// their logs and the dashboard's events instead. Its participants stop with it.
+    Demo(DemoArgs),
 }
 
 /// Which backend holds the lease.
@@ -159,6 +165,59 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+/// `crown tui`.
+#[derive(Clone, Debug, Args)]
+pub struct TuiArgs {
+    /// Backend flags.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// The participants' timings: heartbeat ages are coloured against them (the lease
+    /// duration stored in the lease record wins when there is one).
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// How often to read the backend.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    pub refresh: Duration,
+    /// Where the dashboard writes its own log [default: $TMPDIR/crown-tui.log].
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// `crown demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// How many participants to start (p1…pN).
+    #[arg(long = "participants", short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=26))]
+    pub participants: u16,
+    /// Backend that holds the lease (the demo runs its participants locally: file only).
+    #[arg(long, value_enum, default_value_t = BackendKind::File)]
+    pub backend: BackendKind,
+    /// Directory of the file backend; participants' logs go there too (`<id>.log`).
+    #[arg(long, default_value_os_t = default_dir())]
+    pub dir: PathBuf,
+    /// Election name.
+    #[arg(long, short = 'e', default_value = "crown")]
+    pub election: String,
+    /// Timings, passed on to every participant.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Stop by itself after this long (e.g. 20s) [default: run until SIGINT/SIGTERM or `q`].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Kill -9 the leader every `--chaos-interval` and restart it, so the log shows failovers.
+    #[arg(long)]
+    pub chaos: bool,
+    /// Interval between chaos kills.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub chaos_interval: Duration,
+    /// Print log lines instead of the dashboard even on a terminal.
+    #[arg(long)]
+    pub headless: bool,
+    /// How often to read the backend.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    pub refresh: Duration,
 }
 
 /// Parses `5s`, `250ms`, `1m30s`, or a bare number of seconds.

@@ -47,6 +47,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
+        Command::Tui(args) => crown::tui::run_tui(args).await,
+        Command::Demo(args) => crown::tui::run_demo(args).await,
         Command::History(args) => {
             participant::init_logging(crown::cli::LogFormat::Text);
             let b = participant::observe_backend(&args.backend).await?;

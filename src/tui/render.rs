@@ -1,0 +1,665 @@
+//! Draws a [`State`]: pure (no clock, no I/O), so the screen is snapshot-tested.
+//!
+//! Layout, top to bottom: header (leader, term, held for), participants, leader history beside
+//! a chart of recent failover gaps, the event log, and a footer with the keys. Taller terminals
+//! give the history and the log more rows; wider ones more columns.
+
+use super::state::{Freshness, LogKind, State, fmt_duration};
+use crate::election::Role;
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Bar, BarChart, Block, Cell, Clear, Paragraph, Row, Table};
+
+const DIM: Color = Color::DarkGray;
+
+/// Draws the whole dashboard.
+pub fn render(f: &mut Frame, s: &State) {
+    let area = f.area();
+    let members_h = (s.members.len().max(1) as u16 + 3).clamp(5, (area.height / 3).max(5));
+    let [header, members, middle, events, footer] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Length(members_h),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(f, s, header);
+    render_members(f, s, members);
+    let history_w = if middle.width >= 100 {
+        middle.width * 2 / 3
+    } else {
+        middle.width.saturating_sub(26).max(middle.width / 2)
+    };
+    let [history, gaps] =
+        Layout::horizontal([Constraint::Length(history_w), Constraint::Fill(1)]).areas(middle);
+    render_history(f, s, history);
+    render_gaps(f, s, gaps);
+    render_events(f, s, events);
+    render_footer(f, s, footer);
+    if s.help {
+        render_help(f, s, area);
+    }
+    if let Some(t) = &s.confirm_kill {
+        let text = format!("kill {} (pid {})? y/n", t.id, t.pid);
+        let w = (text.len() as u16 + 6).min(area.width);
+        let popup = centered(area, w, 3);
+        f.render_widget(Clear, popup);
+        f.render_widget(
+            Paragraph::new(Line::from(text).bold())
+                .alignment(Alignment::Center)
+                .block(
+                    Block::bordered()
+                        .border_style(Style::new().fg(Color::Red))
+                        .title(" SIGKILL "),
+                ),
+            popup,
+        );
+    }
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [r] = Layout::vertical([Constraint::Length(h.min(area.height))])
+        .flex(Flex::Center)
+        .areas(r);
+    r
+}
+
+fn render_header(f: &mut Frame, s: &State, area: Rect) {
+    let block = Block::bordered()
+        .title(Line::from(format!(" crown · election {} ", s.election)).bold())
+        .title(Line::from(format!(" {} ", s.backend)).right_aligned());
+    let mut l1: Vec<Span> = vec![" ".into()];
+    match &s.leader {
+        Some(l) => {
+            l1.push(Span::styled(
+                format!("👑 {}", l.id),
+                Style::new().fg(Color::Yellow).bold(),
+            ));
+            l1.push(format!("   term {}", l.term).bold());
+            if let Some(held) = s.held_for() {
+                l1.push(format!("   held for {}", fmt_duration(held)).into());
+            }
+            if let (Some(pid), Some(host)) = (l.pid, &l.host) {
+                l1.push(Span::styled(
+                    format!("   pid {pid} on {host}"),
+                    Style::new().fg(DIM),
+                ));
+            }
+        }
+        None if !s.loaded => l1.push(Span::styled("reading…", Style::new().fg(DIM))),
+        None => {
+            l1.push(Span::styled(
+                "no leader",
+                Style::new().fg(Color::Red).bold(),
+            ));
+            if let Some(at) = s.last_released_at
+                && let Some(last) = s.history.last()
+            {
+                l1.push(Span::styled(
+                    format!(
+                        "   {} released term {} at {}",
+                        last.grant.holder,
+                        last.grant.term,
+                        s.clock(at)
+                    ),
+                    Style::new().fg(DIM),
+                ));
+            }
+        }
+    }
+    let fresh = s
+        .members
+        .iter()
+        .filter(|m| s.member_freshness(&m.member) == Freshness::Fresh)
+        .count();
+    let mut parts: Vec<Span> = vec![
+        format!(" members {} ({fresh} fresh)", s.members.len()).into(),
+        format!(
+            "   lease {} · retry {}",
+            fmt_duration(s.lease_duration),
+            fmt_duration(s.retry_period)
+        )
+        .fg(DIM),
+        format!("   {}", s.clock(s.now)).into(),
+    ];
+    if let Some(p) = &s.paused {
+        parts.push(Span::styled(
+            format!("   ⏸ paused {} (pid {})", p.id, p.pid),
+            Style::new().fg(Color::Magenta).bold(),
+        ));
+    }
+    if let Some(e) = &s.backend_error {
+        parts.push(Span::styled(
+            format!("   backend: {e}"),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    // On narrow screens the timings give way to what is happening.
+    let width: usize = parts.iter().map(|p| p.width()).sum();
+    if width > area.width.saturating_sub(2) as usize && parts.len() > 3 {
+        parts.remove(1);
+    }
+    let l2 = parts;
+    f.render_widget(
+        Paragraph::new(vec![Line::from(l1), Line::from(l2)]).block(block),
+        area,
+    );
+}
+
+fn role_style(r: Role) -> Style {
+    match r {
+        Role::Leader => Style::new().fg(Color::Yellow).bold(),
+        Role::Follower => Style::new().fg(Color::Cyan),
+        Role::Candidate => Style::new().fg(Color::Blue),
+    }
+}
+
+fn fresh_style(f: Freshness) -> Style {
+    match f {
+        Freshness::Fresh => Style::new().fg(Color::Green),
+        Freshness::Late => Style::new().fg(Color::Yellow),
+        Freshness::Stale => Style::new().fg(Color::Red).bold(),
+    }
+}
+
+fn render_members(f: &mut Frame, s: &State, area: Rect) {
+    let wide = area.width >= 100;
+    let header = Row::new(
+        [
+            "",
+            "ID",
+            "HOST",
+            "PID",
+            "ROLE",
+            "TERM",
+            "HEARTBEAT",
+            "LAST CHANGE",
+        ]
+        .map(|h| Cell::from(h).bold()),
+    );
+    let rows: Vec<Row> = s
+        .members
+        .iter()
+        .map(|v| {
+            let m = &v.member;
+            let holder = s
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.id == m.id && l.pid.is_none_or(|p| p == m.pid));
+            let paused = s.paused.as_ref().is_some_and(|p| p.pid == m.pid);
+            let dead = v.alive == Some(false);
+            let (mark, mark_style) = if dead {
+                ("✗", Style::new().fg(Color::Red))
+            } else if paused {
+                ("⏸", Style::new().fg(Color::Magenta))
+            } else if holder {
+                ("👑", Style::new())
+            } else {
+                ("", Style::new())
+            };
+            let fresh = s.member_freshness(m);
+            let age = fmt_duration(s.heartbeat_age(m));
+            let hb = if dead {
+                Cell::from(format!("{age} dead")).style(Style::new().fg(Color::Red))
+            } else if paused {
+                Cell::from(format!("{age} ⏸")).style(fresh_style(fresh))
+            } else {
+                Cell::from(age).style(fresh_style(fresh))
+            };
+            let change = match &v.transition {
+                Some(t) => {
+                    let ago = fmt_duration(age_of(s, t.at));
+                    if wide {
+                        format!("{}→{} {ago} ago", t.from, t.to)
+                    } else {
+                        format!("→{} {ago} ago", t.to)
+                    }
+                }
+                None => format!("up {}", fmt_duration(age_of(s, m.started_at))),
+            };
+            let row = Row::new(vec![
+                Cell::from(mark).style(mark_style),
+                Cell::from(m.id.clone()).bold(),
+                Cell::from(m.host.clone()),
+                Cell::from(m.pid.to_string()),
+                Cell::from(m.role.to_string()).style(role_style(m.role)),
+                Cell::from(m.term.to_string()),
+                hb,
+                Cell::from(change).style(Style::new().fg(DIM)),
+            ]);
+            if dead {
+                row.style(Style::new().fg(DIM))
+            } else {
+                row
+            }
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(2),
+        Constraint::Length(if wide { 14 } else { 9 }),
+        Constraint::Length(if wide { 18 } else { 10 }),
+        Constraint::Length(7),
+        Constraint::Length(9),
+        Constraint::Length(4),
+        Constraint::Length(10),
+        Constraint::Fill(1),
+    ];
+    let title = format!(" participants ({}) ", s.members.len());
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(Block::bordered().title(title));
+    if s.members.is_empty() {
+        f.render_widget(
+            Paragraph::new(Line::styled(
+                " no heartbeats yet (start one with `crown run`)",
+                Style::new().fg(DIM),
+            ))
+            .block(Block::bordered().title(" participants (0) ")),
+            area,
+        );
+    } else {
+        f.render_widget(table, area);
+    }
+}
+
+fn age_of(s: &State, t: jiff::Timestamp) -> std::time::Duration {
+    let d = s.now.duration_since(t);
+    if d.is_negative() {
+        std::time::Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
+}
+
+fn render_history(f: &mut Frame, s: &State, area: Rect) {
+    let room = area.height.saturating_sub(3) as usize;
+    let start = s.history.len().saturating_sub(room);
+    let header =
+        Row::new(["TERM", "HOLDER", "FROM", "TO", "ENDED", "GAP"].map(|h| Cell::from(h).bold()));
+    let current_term = s.leader.as_ref().map(|l| l.term);
+    let rows: Vec<Row> = s.history[start..]
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
+            let i = start + j;
+            let g = &r.grant;
+            let current = r.ended.is_none() && current_term == Some(g.term);
+            let to = match s.grant_end(i) {
+                Some(t) => s.clock(t),
+                None if current => "now".into(),
+                None => "-".into(),
+            };
+            let ended = match r.ended {
+                Some(e) => Cell::from(e.to_string()).style(match e {
+                    crate::election::EndKind::Released => Style::new().fg(Color::Green),
+                    crate::election::EndKind::Expired => Style::new().fg(Color::Yellow),
+                    _ => Style::new().fg(Color::Red),
+                }),
+                None if current => Cell::from("leading").style(Style::new().fg(Color::Yellow)),
+                None => Cell::from("-"),
+            };
+            let gap = match g.gap_ms {
+                Some(ms) => format!("{ms} ms"),
+                None => "-".into(),
+            };
+            Row::new(vec![
+                Cell::from(g.term.to_string()),
+                Cell::from(g.holder.clone()).bold(),
+                Cell::from(s.clock(g.acquired_at)),
+                Cell::from(to),
+                ended,
+                Cell::from(gap),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Length(if area.width >= 70 { 14 } else { 8 }),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(11),
+        Constraint::Fill(1),
+    ];
+    let title = format!(" leader history ({} grants) ", s.history.len());
+    f.render_widget(
+        Table::new(rows, widths)
+            .header(header)
+            .block(Block::bordered().title(title)),
+        area,
+    );
+}
+
+fn render_gaps(f: &mut Frame, s: &State, area: Rect) {
+    let block = Block::bordered().title(" failover gaps ");
+    let room = area.height.saturating_sub(2) as usize;
+    let gaps = s.recent_gaps(room.max(1));
+    if gaps.is_empty() {
+        f.render_widget(
+            Paragraph::new(Line::styled(" no failover yet", Style::new().fg(DIM))).block(block),
+            area,
+        );
+        return;
+    }
+    let bars: Vec<Bar> = gaps
+        .iter()
+        .map(|(t, ms)| {
+            let style = if u128::from(*ms) <= s.retry_period.as_millis() {
+                Style::new().fg(Color::Green)
+            } else if u128::from(*ms) <= s.lease_duration.as_millis() * 2 {
+                Style::new().fg(Color::Yellow)
+            } else {
+                Style::new().fg(Color::Red)
+            };
+            Bar::default()
+                .value((*ms).max(1))
+                .label(Line::from(format!("t{t}")))
+                .text_value(format!("{ms} ms"))
+                .style(style)
+                .value_style(style.add_modifier(Modifier::REVERSED))
+        })
+        .collect();
+    f.render_widget(
+        BarChart::horizontal(bars)
+            .bar_width(1)
+            .bar_gap(0)
+            .block(block),
+        area,
+    );
+}
+
+fn render_events(f: &mut Frame, s: &State, area: Rect) {
+    let room = area.height.saturating_sub(2) as usize;
+    let start = s.events.len().saturating_sub(room);
+    let lines: Vec<Line> = s
+        .events
+        .iter()
+        .skip(start)
+        .map(|e| {
+            let style = match e.kind {
+                LogKind::Leader => Style::new().fg(Color::Yellow),
+                LogKind::Info => Style::new(),
+                LogKind::Warn => Style::new().fg(Color::LightRed),
+                LogKind::Action => Style::new().fg(Color::Magenta).bold(),
+                LogKind::Error => Style::new().fg(Color::Red).bold(),
+            };
+            Line::from(vec![
+                Span::styled(format!(" {} ", s.clock(e.at)), Style::new().fg(DIM)),
+                Span::styled(e.text.clone(), style),
+            ])
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" events ")),
+        area,
+    );
+}
+
+fn render_footer(f: &mut Frame, s: &State, area: Rect) {
+    let key = |k: &'static str, label: String, ok: bool| -> Vec<Span<'static>> {
+        let (ks, ls) = if ok {
+            (
+                Style::new().fg(Color::Black).bg(Color::Cyan).bold(),
+                Style::new(),
+            )
+        } else {
+            (Style::new().fg(Color::Black).bg(DIM), Style::new().fg(DIM))
+        };
+        vec![Span::styled(k, ks), Span::styled(format!(" {label} "), ls)]
+    };
+    let kill = s.kill_target();
+    let pause = s.pause_target();
+    let resign = s.resign_target();
+    let spawn = s.spawn_available();
+    let pause_label = if s.paused.is_some() {
+        "resume"
+    } else {
+        "pause"
+    };
+    let mut spans = vec![Span::raw(" ")];
+    spans.extend(key("k", "kill".into(), kill.is_ok()));
+    spans.extend(key("p", pause_label.into(), pause.is_ok()));
+    spans.extend(key("r", "resign".into(), resign.is_ok()));
+    spans.extend(key("n", "new".into(), spawn.is_ok()));
+    spans.extend(key("?", "help".into(), true));
+    spans.extend(key("q", "quit".into(), true));
+    // Why the greyed keys do nothing, grouped by reason.
+    let mut reasons: Vec<(String, String)> = vec![];
+    for (k, r) in [
+        ("k", kill.err()),
+        ("p", pause.err()),
+        ("r", resign.err()),
+        ("n", spawn.err()),
+    ] {
+        if let Some(r) = r {
+            match reasons.iter_mut().find(|(_, why)| *why == r) {
+                Some((ks, _)) => {
+                    ks.push(' ');
+                    ks.push_str(k);
+                }
+                None => reasons.push((k.to_string(), r)),
+            }
+        }
+    }
+    for (ks, why) in reasons {
+        spans.push(Span::styled(
+            format!(" {ks}: {why}"),
+            Style::new().fg(DIM).add_modifier(Modifier::ITALIC),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn render_help(f: &mut Frame, s: &State, area: Rect) {
+    let mut lines = vec![
+        Line::from(" Keys".bold()),
+        Line::from("  k      kill -9 the leader (asks y/n; leader on this host only)"),
+        Line::from("  p      pause the leader (SIGSTOP); p again resumes it (SIGCONT)"),
+        Line::from("         past the lease duration a follower takes over in a higher"),
+        Line::from("         term; on resume the old leader steps down without acting"),
+        Line::from("  r      ask the leader to resign (SIGUSR1)"),
+        Line::from("  n      start another participant (crown demo only)"),
+        Line::from("  ?      this help            q, Esc, Ctrl-C   quit"),
+        Line::from(""),
+        Line::from(" History".bold()),
+        Line::from("  ENDED how each grant ended; GAP the time without a leader before it"),
+        Line::from(""),
+        Line::from(" Heartbeat age".bold()),
+        Line::from(vec![
+            "  ".into(),
+            Span::styled("green", fresh_style(Freshness::Fresh)),
+            format!(" ≤ 2 × retry ({})  ", fmt_duration(s.retry_period * 2)).into(),
+            Span::styled("yellow", fresh_style(Freshness::Late)),
+            format!(" ≤ lease ({})  ", fmt_duration(s.lease_duration)).into(),
+            Span::styled("red", fresh_style(Freshness::Stale)),
+            " older".into(),
+        ]),
+    ];
+    if let Some(p) = &s.log_path {
+        lines.push(Line::from(""));
+        lines.push(Line::from(format!(" dashboard log: {p}")).fg(DIM));
+    }
+    let h = lines.len() as u16 + 2;
+    let popup = centered(area, 76, h);
+    f.render_widget(Clear, popup);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" help (any key closes) ")),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LeaseView;
+    use crate::election::EndKind;
+    use crate::tui::state::tests::{grant, member, record, ts};
+    use crate::tui::state::{LogKind, Snapshot, Target};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    /// Three participants after two failovers (a kill and a pause), p2 paused, with the
+    /// dashboard's own log lines; every time and pid fixed.
+    fn busy() -> State {
+        let mut s = State::new(
+            "crown",
+            "file /tmp/crown-demo",
+            "box",
+            true,
+            ts("2025-01-01T12:00:00Z"),
+        );
+        s.retry_period = Duration::from_millis(500);
+        s.log_path = Some("/tmp/crown-demo/crown-tui.log".into());
+        let members = |p2hb: &str| {
+            vec![
+                member("p1", 101, Role::Leader, 1, "2025-01-01T12:00:04.900Z"),
+                member("p2", 102, Role::Follower, 1, p2hb),
+                member("p3", 103, Role::Follower, 1, "2025-01-01T12:00:04.800Z"),
+            ]
+        };
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(record("p1", 1, 101, "2025-01-01T12:00:01Z")),
+                members: members("2025-01-01T12:00:04.950Z"),
+                history: vec![grant(1, "p1", "2025-01-01T12:00:01Z", None)],
+                dead_pids: BTreeSet::new(),
+            },
+            ts("2025-01-01T12:00:05Z"),
+        );
+        s.log(LogKind::Action, "kill -9 p1 (pid 101)");
+        let mut m = members("2025-01-01T12:00:05.400Z");
+        m[1].role = Role::Leader;
+        m[1].term = crate::election::Term(2);
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(record("p2", 2, 102, "2025-01-01T12:00:05.412Z")),
+                members: m.clone(),
+                history: vec![
+                    grant(1, "p1", "2025-01-01T12:00:01Z", None),
+                    grant(
+                        2,
+                        "p2",
+                        "2025-01-01T12:00:05.412Z",
+                        Some(("p1", EndKind::HolderDied, 7)),
+                    ),
+                ],
+                dead_pids: [101].into(),
+            },
+            ts("2025-01-01T12:00:05.500Z"),
+        );
+        s.paused = Some(Target {
+            id: "p2".into(),
+            pid: 102,
+        });
+        s.log(LogKind::Action, "paused p2 (pid 102): SIGSTOP");
+        m[2].role = Role::Leader;
+        m[2].term = crate::election::Term(3);
+        m[2].last_heartbeat = ts("2025-01-01T12:00:09.900Z");
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(record("p3", 3, 103, "2025-01-01T12:00:08.100Z")),
+                members: m,
+                history: vec![
+                    grant(1, "p1", "2025-01-01T12:00:01Z", None),
+                    grant(
+                        2,
+                        "p2",
+                        "2025-01-01T12:00:05.412Z",
+                        Some(("p1", EndKind::HolderDied, 7)),
+                    ),
+                    grant(
+                        3,
+                        "p3",
+                        "2025-01-01T12:00:08.100Z",
+                        Some(("p2", EndKind::Expired, 2104)),
+                    ),
+                ],
+                dead_pids: [101].into(),
+            },
+            ts("2025-01-01T12:00:10Z"),
+        );
+        s
+    }
+
+    fn draw(s: &State, w: u16, h: u16) -> Terminal<TestBackend> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| render(f, s)).unwrap();
+        t
+    }
+
+    #[test]
+    fn busy_80x24() {
+        insta::assert_snapshot!(draw(&busy(), 80, 24).backend());
+    }
+
+    #[test]
+    fn busy_120x40() {
+        insta::assert_snapshot!(draw(&busy(), 120, 40).backend());
+    }
+
+    #[test]
+    fn empty_80x24() {
+        let s = State::new(
+            "crown",
+            "file /tmp/crown",
+            "box",
+            false,
+            ts("2025-01-01T12:00:00Z"),
+        );
+        insta::assert_snapshot!(draw(&s, 80, 24).backend());
+    }
+
+    #[test]
+    fn remote_leader_greys_the_keys_80x24() {
+        let mut s = State::new(
+            "crown",
+            "kube lease default/crown",
+            "box",
+            false,
+            ts("2025-01-01T12:00:00Z"),
+        );
+        let mut r = record("pod-a", 7, 1, "2025-01-01T11:59:00Z");
+        r.host = "pod-a".into();
+        let mut m = member("pod-a", 1, Role::Leader, 7, "2025-01-01T11:59:59.500Z");
+        m.host = "pod-a".into();
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(r),
+                members: vec![m],
+                history: vec![grant(
+                    7,
+                    "pod-a",
+                    "2025-01-01T11:59:00Z",
+                    Some(("pod-b", EndKind::Released, 3)),
+                )],
+                dead_pids: BTreeSet::new(),
+            },
+            ts("2025-01-01T12:00:00Z"),
+        );
+        insta::assert_snapshot!(draw(&s, 80, 24).backend());
+    }
+
+    #[test]
+    fn confirm_kill_120x40() {
+        let mut s = busy();
+        s.confirm_kill = Some(Target {
+            id: "p3".into(),
+            pid: 103,
+        });
+        insta::assert_snapshot!(draw(&s, 120, 40).backend());
+    }
+
+    #[test]
+    fn help_80x24() {
+        let mut s = busy();
+        s.help = true;
+        insta::assert_snapshot!(draw(&s, 80, 24).backend());
+    }
+}
