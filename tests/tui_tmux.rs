@@ -1,0 +1,303 @@
+//! End to end in a real terminal: `crown demo` runs inside tmux (a private server socket);
+//! the test reads the screen with `capture-pane -p`, types keys with `send-keys`, and checks
+//! the dashboard, the participants' logs and the processes. Every wait polls a predicate
+//! with a generous timeout; there are no fixed sleeps.
+//!
+//! The story: a leader shows; `k` + `y` kill it and the history shows the next term with its
+//! failover gap; `p` pauses the new leader past the lease, so a third one takes over in a
+//! higher term; `p` resumes the paused one, which logs "lost leadership: renew deadline
+//! passed" and never renews its old term again; `q` leaves no process behind.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crown");
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str, width: u16, height: u16) -> Tmux {
+        match Command::new("tmux").arg("-V").output() {
+            Ok(o) if o.status.success() => {}
+            _ => panic!("install tmux: apt-get install -y tmux"),
+        }
+        let t = Tmux {
+            socket: format!("crown-test-{}", std::process::id()),
+        };
+        let (w, h) = (width.to_string(), height.to_string());
+        let out = t.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "crown",
+            "-x",
+            &w,
+            "-y",
+            &h,
+            cmd,
+            ";",
+            "set-option",
+            "-g",
+            "remain-on-exit",
+            "on",
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", "crown"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn send(&self, key: &str) {
+        let out = self.run(&["send-keys", "-t", "crown", key]);
+        assert!(out.status.success(), "send-keys {key} failed");
+    }
+
+    fn pane(&self, format: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "crown", format]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Polls the screen until `pred` returns something; panics with the last screen.
+    fn wait_for<T>(&self, what: &str, pred: impl Fn(&str) -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if let Some(v) = pred(&s) {
+                return v;
+            }
+            if start.elapsed() > WAIT {
+                panic!("timed out after {WAIT:?} waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// Polls `pred` until it holds.
+fn wait_until(what: &str, pred: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !pred() {
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The leader in the header: `👑 <id>   term <n>`.
+fn header_leader(screen: &str) -> Option<(String, u64)> {
+    let line = screen.lines().take(4).find(|l| l.contains('👑'))?;
+    let mut it = line.split('👑').nth(1)?.split_whitespace();
+    let id = it.next()?.to_string();
+    (it.next()? == "term").then_some(())?;
+    let term = it.next()?.parse().ok()?;
+    Some((id, term))
+}
+
+/// The history row of `term`: its cells after the box border.
+fn history_row(screen: &str, term: u64) -> Option<Vec<String>> {
+    let mut in_history = false;
+    for line in screen.lines() {
+        if line.contains("leader history") {
+            in_history = true;
+            continue;
+        }
+        if in_history {
+            if line.starts_with('└') {
+                return None;
+            }
+            let cells: Vec<String> = line
+                .trim_start_matches('│')
+                .split('│')
+                .next()?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if cells.first().map(String::as_str) == Some(term.to_string().as_str()) {
+                return Some(cells);
+            }
+        }
+    }
+    None
+}
+
+fn lease(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("crown.lease")).unwrap()).unwrap()
+}
+
+fn member_pids(dir: &Path) -> Vec<(String, u32)> {
+    let mut v = vec![];
+    for e in std::fs::read_dir(dir.join("crown.members")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json")
+            && let Ok(s) = std::fs::read_to_string(&p)
+            && let Ok(j) = serde_json::from_str::<Value>(&s)
+        {
+            v.push((
+                j["id"].as_str().unwrap().to_string(),
+                j["pid"].as_u64().unwrap() as u32,
+            ));
+        }
+    }
+    v
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+fn log_of(dir: &Path, id: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{id}.log"))).unwrap_or_default()
+}
+
+fn line_time(line: &str) -> jiff::Timestamp {
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn dashboard_kill_pause_resume_quit() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("election");
+    let cmd = format!(
+        "'{BIN}' demo -n 3 --dir '{}' --lease-duration 2s --renew-deadline 1500ms --retry-period 500ms",
+        dir.display()
+    );
+    let tmux = Tmux::start(&cmd, 100, 30);
+
+    // A leader shows, with three participants.
+    let (first, t1) = tmux.wait_for("a leader 👑 and three participants", |s| {
+        let l = header_leader(s)?;
+        s.contains("participants (3)").then_some(l)
+    });
+    let pid1 = lease(&dir)["pid"].as_u64().unwrap() as u32;
+    assert_eq!(lease(&dir)["holder"], first.as_str());
+
+    // k, confirm with y: the history shows the next term with its failover gap.
+    tmux.send("k");
+    let prompt = format!("kill {first} (pid {pid1})? y/n");
+    tmux.wait_for(&prompt, |s| s.contains(&prompt).then_some(()));
+    tmux.send("y");
+    let (second, t2) = tmux.wait_for("a new leader after the kill, with its gap", |s| {
+        let (id, t) = header_leader(s)?;
+        let row = history_row(s, t)?;
+        (t > t1 && id != first && row.contains(&"ms".to_string())).then_some((id, t))
+    });
+    let screen = tmux.screen();
+    let row1 = history_row(&screen, t1).expect("old grant in the history");
+    assert!(
+        row1.join(" ").contains("holder died"),
+        "term {t1} should show how it ended: {row1:?}\n{screen}"
+    );
+    assert!(
+        !running(pid1),
+        "killed leader {first} (pid {pid1}) still runs"
+    );
+
+    // p pauses the new leader past the lease: another takes over in a higher term.
+    let pid2 = lease(&dir)["pid"].as_u64().unwrap() as u32;
+    tmux.send("p");
+    let paused = format!("paused {second} (pid {pid2})");
+    tmux.wait_for(&paused, |s| s.contains(&paused).then_some(()));
+    let (third, t3) = tmux.wait_for("a leader in a higher term while paused", |s| {
+        let (id, t) = header_leader(s)?;
+        (t > t2 && id != second).then_some((id, t))
+    });
+    assert_ne!(third, first);
+    let screen = tmux.screen();
+    let row2 = history_row(&screen, t2).expect("paused grant in the history");
+    assert!(
+        row2.join(" ").contains("expired"),
+        "term {t2} should have expired: {row2:?}\n{screen}"
+    );
+
+    // p again resumes it: it steps down and never renews its old term.
+    tmux.send("p");
+    tmux.wait_for("the resume in the event log", |s| {
+        s.contains(&format!("resumed {second} (pid {pid2})"))
+            .then_some(())
+    });
+    let lost = format!("lost leadership: renew deadline passed (term {t2})");
+    wait_until(&format!("{second}'s log to show `{lost}`"), || {
+        log_of(&dir, &second).contains(&lost)
+    });
+    let log = log_of(&dir, &second);
+    let lines: Vec<&str> = log.lines().collect();
+    let lost_at = lines.iter().position(|l| l.contains(&lost)).unwrap();
+    let heartbeat = format!("LEADER heartbeat (term {t2})");
+    assert!(
+        !lines[lost_at..].iter().any(|l| l.contains(&heartbeat)),
+        "{second} renewed term {t2} after resuming:\n{log}"
+    );
+    // Its last renewal in term t2 came before the grant of the next term: it never acted in
+    // its old term once another leader could exist.
+    let history = std::fs::read_to_string(dir.join("crown.history.jsonl")).unwrap();
+    let next_grant: jiff::Timestamp = history
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|g| g["term"].as_u64().unwrap() > t2)
+        .map(|g| g["acquired_at"].as_str().unwrap().parse().unwrap())
+        .expect("a grant after the paused term");
+    let became = format!("BECAME LEADER (term {t2})");
+    let last_act = lines[..lost_at]
+        .iter()
+        .rev()
+        .find(|l| l.contains(&heartbeat) || l.contains(&became))
+        .map(|l| line_time(l))
+        .expect("it led before the pause");
+    assert!(
+        last_act < next_grant,
+        "{second} acted in term {t2} at {last_act}, after term {t3} was granted at {next_grant}:\n{log}"
+    );
+
+    // q: the demo exits 0 and leaves no participant behind.
+    let pids: Vec<(String, u32)> = member_pids(&dir);
+    assert!(pids.len() >= 3, "member files: {pids:?}");
+    tmux.send("q");
+    wait_until("the demo to exit", || tmux.pane("#{pane_dead}") == "1");
+    assert_eq!(tmux.pane("#{pane_dead_status}"), "0", "demo exit status");
+    for (id, pid) in &pids {
+        wait_until(&format!("{id} (pid {pid}) to be gone"), || !running(*pid));
+    }
+    eprintln!(
+        "tui_tmux: passed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
