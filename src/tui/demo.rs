@@ -251,6 +251,59 @@ pub fn strip_log_prefix(line: &str) -> &str {
 mod tests {
     use super::*;
 
+    /// A stand-in participant that ignores its flags and sleeps.
+    fn sleeper(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = dir.join("sleeper.sh");
+        std::fs::write(&exe, "#!/bin/sh\necho \"sleeper $*\"\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    #[tokio::test]
+    async fn participants_die_with_the_demo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut demo, mut exits) = Demo::new(sleeper(tmp.path()), tmp.path(), "e", vec![]);
+        let (id, pid) = demo.spawn_next().unwrap();
+        assert_eq!(id, "p1");
+        assert!(exists(pid));
+        drop(demo); // as on a panic: the Drop guard kills every participant
+        let e = tokio::time::timeout(Duration::from_secs(10), exits.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.id.as_str(), e.pid), ("p1", pid));
+        assert_eq!(e.how, "killed by SIGKILL");
+        assert!(!exists(pid));
+    }
+
+    #[tokio::test]
+    async fn shutdown_terms_then_reports_each_exit_and_tails_logs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut demo, mut exits) = Demo::new(sleeper(tmp.path()), tmp.path(), "e", vec![]);
+        demo.spawn_next().unwrap();
+        demo.spawn_next().unwrap();
+        let mut tail = vec![];
+        let start = std::time::Instant::now();
+        while tail.len() < 2 && start.elapsed() < Duration::from_secs(10) {
+            tail.extend(demo.tail());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tail.sort();
+        assert_eq!(tail[0].0, "p1");
+        assert!(
+            tail[0].1.starts_with("sleeper run --backend file"),
+            "{tail:?}"
+        );
+        let mut ended = vec![];
+        demo.shutdown(&mut exits, Duration::from_secs(5), |e| {
+            ended.push(e.how.clone())
+        })
+        .await;
+        assert_eq!(ended, ["killed by SIGTERM", "killed by SIGTERM"]);
+        assert!(demo.running().is_empty());
+    }
+
     #[test]
     fn log_prefix_is_stripped() {
         assert_eq!(

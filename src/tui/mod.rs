@@ -130,6 +130,9 @@ pub async fn run_demo(args: DemoArgs) -> Result<i32, Failure> {
             format!("cannot create directory {}: {e}", args.dir.display()),
         )
     })?;
+    // Absolute, so the participants' command lines name it (`make kill-demo` finds them).
+    let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let args = DemoArgs { dir, ..args };
     let log = args.dir.join("crown-tui.log");
     init_file_logging(&log)?;
     let exe = std::env::current_exe()
