@@ -40,3 +40,4 @@ demo-parallel: ## tmux session: dashboard pane on top, one `crown run` pane per 
 kill-demo: ## stop the tmux session and every crown run/tui/demo of $(DEMO_DIR)
 	-tmux kill-session -t $(DEMO_SESSION) 2>/dev/null
 	-pkill -TERM -f -- "crown (run|tui|demo) .*--dir $(DEMO_ABS_DIR)( |$$)"
+	-pkill -TERM -f -- "crown (tui|demo) .*--dir $(DEMO_DIR)( |$$)"
