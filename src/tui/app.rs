@@ -369,6 +369,16 @@ impl App {
     }
 }
 
+impl Drop for App {
+    /// On panic: a participant the dashboard paused must not stay stopped. (The demo's own
+    /// Drop guard kills its participants.)
+    fn drop(&mut self) {
+        if let Some(p) = self.state.paused.take() {
+            let _ = demo::signal(p.pid, Signal::SIGCONT);
+        }
+    }
+}
+
 fn participant_logs_hint(app: &App) -> String {
     app.state
         .log_path
