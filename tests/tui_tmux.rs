@@ -18,6 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 struct Tmux {
     socket: String,
+    socket_path: Option<PathBuf>,
 }
 
 impl Tmux {
@@ -26,8 +27,9 @@ impl Tmux {
             Ok(o) if o.status.success() => {}
             _ => panic!("install tmux: apt-get install -y tmux"),
         }
-        let t = Tmux {
+        let mut t = Tmux {
             socket: format!("crown-test-{}", std::process::id()),
+            socket_path: None,
         };
         let (w, h) = (width.to_string(), height.to_string());
         let out = t.run(&[
@@ -53,6 +55,9 @@ impl Tmux {
             "tmux new-session failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let path = t.run(&["display-message", "-p", "#{socket_path}"]);
+        let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
+        t.socket_path = (!path.is_empty()).then(|| PathBuf::from(path));
         t
     }
 
@@ -94,6 +99,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
