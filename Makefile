@@ -2,9 +2,11 @@
 CARGO ?= cargo
 BIN := target/release/crown
 DIR ?= .demo/file
-N ?= 3
 
-.PHONY: setup build run demo demo-parallel kill-demo test lint bench clean-demo
+.PHONY: setup build run test lint bench clean-demo
+
+# demo, demo-parallel, kill-demo: the dashboard targets.
+include mk/tui.mk
 
 setup: ## install what a fresh machine lacks (idempotent)
 	scripts/install-deps.sh
@@ -14,16 +16,6 @@ build: ## release build
 
 run: build ## one participant on the file backend
 	$(BIN) run --dir $(DIR)
-
-demo: build ## the main job: three participants electing a leader and failing over
-	scripts/demo.sh $(N)
-
-demo-parallel: build ## a tmux session with one participant per pane
-	scripts/demo-parallel.sh $(N)
-
-kill-demo: ## stop every demo participant and the tmux session
-	-tmux kill-session -t crown-demo 2>/dev/null
-	-pkill -TERM -f "crown run --dir $(DIR)"
 
 test: ## every test (unit, real binary, real servers, real terminal); installs what is missing
 	scripts/install-deps.sh --tests

@@ -18,7 +18,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Campaign for leadership and log every change (SIGTERM/SIGINT release and exit 0;
+    /// Campaign for leadership and log every change (SIGTERM/SIGINT/SIGHUP release and exit 0;
     /// SIGUSR1 resigns).
     Run(RunArgs),
     /// Print the current leader and members once.

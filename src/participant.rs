@@ -242,6 +242,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
     let mut sigusr1 = signal(SignalKind::user_defined1())
         .map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
     {
         let shutdown = shutdown.clone();
         let handle = handle.clone();
@@ -251,6 +253,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 tokio::select! {
                     _ = sigterm.recv() => { tracing::info!(event = "signal", id = id.as_str(), "[{id}] SIGTERM: releasing and exiting"); shutdown.cancel(); }
                     _ = sigint.recv() => { tracing::info!(event = "signal", id = id.as_str(), "[{id}] SIGINT: releasing and exiting"); shutdown.cancel(); }
+                    _ = sighup.recv() => { tracing::info!(event = "signal", id = id.as_str(), "[{id}] SIGHUP (terminal closed): releasing and exiting"); shutdown.cancel(); }
                     _ = sigusr1.recv() => { tracing::info!(event = "resign_requested", id = id.as_str(), "[{id}] SIGUSR1: resigning"); handle.resign().await; }
                 }
             }
