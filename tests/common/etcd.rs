@@ -1,0 +1,349 @@
+//! Real etcd for tests: one member or a three-member cluster of `/usr/bin/etcd` processes on
+//! free loopback ports, data in a temp dir, killed on Drop; and a TCP proxy that can black-hole
+//! a participant's traffic.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Fails (never skips) when etcd is not installed.
+pub fn require_etcd() {
+    for (bin, arg) in [("etcd", "--version"), ("etcdctl", "version")] {
+        let found = Command::new(bin)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "`{bin}` not found: install etcd: apt-get install -y etcd-server etcd-client"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+/// A running etcd cluster.
+pub struct Etcd {
+    dir: tempfile::TempDir,
+    cluster: String,
+    members: Vec<Member>,
+}
+
+impl Etcd {
+    /// Starts `n` members and waits until the cluster is healthy.
+    pub fn start(n: usize) -> Etcd {
+        require_etcd();
+        let dir = tempfile::Builder::new()
+            .prefix("crown-etcd-")
+            .tempdir()
+            .unwrap();
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut e = Etcd {
+            dir,
+            cluster,
+            members,
+        };
+        for i in 0..n {
+            e.spawn(i);
+        }
+        e.wait_healthy(&e.endpoints(), Duration::from_secs(30));
+        e
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let data = self.dir.path().join(format!("{}.data", m.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", m.name)))
+            .unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-cluster",
+                &self.cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "crown-test",
+                "--logger",
+                "zap",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.members[i].child = Some(child);
+    }
+
+    /// All client endpoints, comma-separated, member 0 first.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client port of member `i`.
+    pub fn port(&self, i: usize) -> u16 {
+        self.members[i].client
+    }
+
+    /// kill -9 of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+
+    /// Waits until `etcdctl endpoint health` passes for `endpoints`.
+    pub fn wait_healthy(&self, endpoints: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = Command::new("etcdctl")
+                .args(["--endpoints", endpoints, "endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd at {endpoints} not healthy within {timeout:?}; logs in {}",
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `etcdctl <args>` against the whole cluster: stdout.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .args(["--endpoints", &self.endpoints()])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `etcdctl elect <name> <value>` in the background.
+    pub fn elect(&self, name: &str, value: &str) -> Elect {
+        self.etcdctl_bg(&["elect", name, value])
+    }
+
+    /// `etcdctl elect -l <name>` (observation mode, runs until killed) in the background.
+    pub fn listen(&self, name: &str) -> Elect {
+        self.etcdctl_bg(&["elect", "-l", name])
+    }
+
+    fn etcdctl_bg(&self, args: &[&str]) -> Elect {
+        let mut child = Command::new("etcdctl")
+            .args(["--endpoints", &self.endpoints()])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::<String>::new()));
+        let o = out.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                o.lock().unwrap().push(l);
+            }
+        });
+        Elect { child, out }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A background `etcdctl elect`.
+pub struct Elect {
+    pub child: Child,
+    pub out: Arc<Mutex<Vec<String>>>,
+}
+
+impl Elect {
+    /// Lines printed so far (the leader key and value, once elected).
+    pub fn lines(&self) -> Vec<String> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Whether it has been elected (it prints its key when it is).
+    pub fn elected(&self) -> bool {
+        !self.out.lock().unwrap().is_empty()
+    }
+
+    /// SIGINT: etcdctl resigns and exits.
+    pub fn resign(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Elect {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback TCP proxy that can black-hole traffic (stop forwarding in both directions
+/// without closing anything, like a network partition) and heal.
+pub struct Proxy {
+    pub port: u16,
+    blocked: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(target_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let blocked = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (b, c) = (blocked.clone(), closed.clone());
+        std::thread::spawn(move || {
+            while !c.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                            continue;
+                        };
+                        client.set_nonblocking(false).unwrap();
+                        for (from, to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            let (b, c) = (b.clone(), c.clone());
+                            std::thread::spawn(move || pump(from, to, b, c));
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy {
+            port,
+            blocked,
+            closed,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops forwarding (connections stay open, bytes wait).
+    pub fn block(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards again.
+    pub fn heal(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, blocked: Arc<AtomicBool>, closed: Arc<AtomicBool>) {
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    while !closed.load(Ordering::SeqCst) {
+        if blocked.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
