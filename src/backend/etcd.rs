@@ -39,7 +39,8 @@
 //!
 //! Every call carries etcd's `require-leader` metadata, so a member cut off from its quorum
 //! answers "no leader" at once instead of hanging, and HTTP/2 keep-alive pings detect a dead or
-//! black-holed connection within about two seconds; the client balances over all endpoints.
+//! black-holed connection within about two seconds; calls go to one endpoint at a time and move
+//! on to the next when one fails.
 //!
 //! Known limits: a grant's `previous_end` is `released` when the predecessor resigned through
 //! crown (or its key vanished while its lease was still alive), otherwise `expired` (a
@@ -100,7 +101,10 @@ pub struct EtcdBackend {
 }
 
 struct Inner {
-    client: Client,
+    /// One client per endpoint; calls go to `current` and move on when it fails (as Go's
+    /// clientv3 pins one endpoint), which tonic's balancer does not do for a dead member.
+    clients: Vec<Client>,
+    current: std::sync::atomic::AtomicUsize,
     endpoints: String,
     /// `<prefix><election>`: the election name given to the `Campaign` RPC.
     name: String,
@@ -119,6 +123,9 @@ struct Inner {
     failing: Mutex<bool>,
     watching: std::sync::atomic::AtomicBool,
 }
+
+type CampaignFuture =
+    Pin<Box<dyn Future<Output = Result<etcd_client::CampaignResponse, etcd_client::Error>> + Send>>;
 
 #[derive(Clone, Copy, Debug)]
 struct Timings {
@@ -188,6 +195,12 @@ fn etcd_err(what: &str, e: etcd_client::Error) -> BackendError {
     BackendError::Unavailable(format!("etcd {what} failed: {e}"))
 }
 
+/// The server refused our credentials or permissions: another endpoint would too.
+fn denied(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated))
+}
+
 /// `lease not found` from a keep-alive: the lease is gone (expired or revoked).
 fn lease_gone(e: &etcd_client::Error) -> bool {
     match e {
@@ -197,19 +210,33 @@ fn lease_gone(e: &etcd_client::Error) -> bool {
     }
 }
 
-async fn bounded<T>(
-    what: &str,
-    limit: Duration,
-    f: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, BackendError> {
-    match timeout(limit, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(etcd_err(what, e)),
-        Err(_) => Err(BackendError::Unavailable(format!(
-            "etcd {what} timed out after {} ms",
-            limit.as_millis()
-        ))),
-    }
+/// Runs one call on the current endpoint's client, bounded by a timeout; a failure (other than
+/// "lease not found" or a denial) moves on to the next endpoint. Evaluates to the timeout's
+/// result: `Result<Result<T, etcd_client::Error>, Elapsed>`.
+macro_rules! timeout_call {
+    ($inner:expr, $limit:expr, |$c:ident| $call:expr) => {{
+        let inner: &Inner = &$inner;
+        let (idx, mut $c) = inner.client();
+        let r = timeout($limit, $call).await;
+        inner.settle(idx, r.as_ref().map(|r| r.as_ref().err()));
+        r
+    }};
+}
+
+/// [`timeout_call!`] with errors mapped to [`BackendError`]s naming `what`.
+macro_rules! call {
+    ($inner:expr, $what:expr, $limit:expr, |$c:ident| $call:expr) => {{
+        let limit: Duration = $limit;
+        match timeout_call!($inner, limit, |$c| $call) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(etcd_err($what, e)),
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "etcd {} timed out after {} ms",
+                $what,
+                limit.as_millis()
+            ))),
+        }
+    }};
 }
 
 /// The participant id in a leader key's value: crown writes the plain id; a JSON object with an
@@ -276,26 +303,31 @@ impl EtcdBackend {
             ))
         };
         let mut last = String::from("no answer");
-        let client = loop {
-            match timeout_at(deadline, Client::connect(&endpoints, Some(opts.clone()))).await {
-                Ok(Ok(c)) => break c,
-                Ok(Err(e)) => {
-                    let e = etcd_err("connect", e);
-                    if matches!(e, BackendError::Forbidden(_)) {
-                        return Err(e);
+        let mut clients = vec![];
+        for ep in &endpoints {
+            let client = loop {
+                match timeout_at(deadline, Client::connect([ep], Some(opts.clone()))).await {
+                    Ok(Ok(c)) => break c,
+                    Ok(Err(e)) => {
+                        let e = etcd_err("connect", e);
+                        if matches!(e, BackendError::Forbidden(_) | BackendError::Invalid(_)) {
+                            return Err(e);
+                        }
+                        last = e.to_string();
                     }
-                    last = e.to_string();
+                    Err(_) => return Err(unreachable(last)),
                 }
-                Err(_) => return Err(unreachable(last)),
-            }
-            if Instant::now() + Duration::from_millis(200) >= deadline {
-                return Err(unreachable(last));
-            }
-            sleep(Duration::from_millis(200)).await;
-        };
+                if Instant::now() + Duration::from_millis(200) >= deadline {
+                    return Err(unreachable(last));
+                }
+                sleep(Duration::from_millis(200)).await;
+            };
+            clients.push(client);
+        }
         let name = format!("{}{}", o.prefix, o.election);
         let inner = Inner {
-            client,
+            clients,
+            current: std::sync::atomic::AtomicUsize::new(0),
             endpoints: shown.clone(),
             keys_prefix: format!("{name}/"),
             members_prefix: format!("{name}-members/"),
@@ -314,16 +346,10 @@ impl EtcdBackend {
         // Probe with a linearizable read (needs a quorum; "no leader" fails fast).
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let mut kv = inner.client.kv_client();
-            let probe = bounded(
-                "read",
-                left.min(Duration::from_secs(2)),
-                kv.get(
-                    inner.name.clone(),
-                    Some(GetOptions::new().with_count_only()),
-                ),
-            )
-            .await;
+            let probe = call!(inner, "read", left.min(Duration::from_secs(2)), |c| c.get(
+                inner.name.clone(),
+                Some(GetOptions::new().with_count_only()),
+            ));
             match probe {
                 Ok(_) => break,
                 Err(e @ BackendError::Forbidden(_)) => return Err(e),
@@ -410,8 +436,7 @@ impl EtcdBackend {
         for _ in 0..2 {
             let phase = rx.as_ref().map(|rx| rx.borrow().clone());
             if let Some(Phase::Won { lease, key, rev }) = &phase {
-                let mut kv = self.inner.client.kv_client();
-                let got = bounded("read", limit, kv.get(key.clone(), None)).await?;
+                let got = call!(self.inner, "read", limit, |c| c.get(key.clone(), None))?;
                 let ours = got
                     .kvs()
                     .first()
@@ -484,8 +509,7 @@ impl EtcdBackend {
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(OP_TIMEOUT);
-        let mut lc = self.inner.client.lease_client();
-        match timeout(limit, lc.keep_alive(lease)).await {
+        match timeout_call!(self.inner, limit, |c| c.lease_keep_alive(lease)) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if lease_gone(&e) => return Ok(Outcome::Lost { leader: None }),
             Ok(Err(e)) => return Err(etcd_err("lease keep-alive", e)),
@@ -500,8 +524,7 @@ impl EtcdBackend {
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(OP_TIMEOUT);
-        let mut kv = self.inner.client.kv_client();
-        let got = bounded("read", limit, kv.get(key, None)).await?;
+        let got = call!(self.inner, "read", limit, |c| c.get(key, None))?;
         match got.kvs().first() {
             Some(kv) if kv.create_revision() == rev && kv.lease() == lease => {
                 Ok(Outcome::Renewed { term })
@@ -512,6 +535,30 @@ impl EtcdBackend {
 }
 
 impl Inner {
+    /// The current endpoint's client and its index.
+    fn client(&self) -> (usize, Client) {
+        let i = self.current.load(std::sync::atomic::Ordering::SeqCst) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// After a call on endpoint `idx`: on failure, move on to the next endpoint.
+    fn settle<E>(&self, idx: usize, r: Result<Option<&etcd_client::Error>, &E>) {
+        let failed = match r {
+            Ok(None) => false,
+            Ok(Some(e)) => !lease_gone(e) && !denied(e),
+            Err(_) => true,
+        };
+        if failed && self.clients.len() > 1 {
+            let next = (idx + 1) % self.clients.len();
+            let _ = self.current.compare_exchange(
+                idx,
+                next,
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
+    }
+
     fn id(&self) -> &str {
         self.me.as_ref().map(|m| m.id.as_str()).unwrap_or("")
     }
@@ -545,21 +592,15 @@ impl Inner {
 
     /// The candidate key with the lowest create revision: the leader.
     async fn read_leader(&self, limit: Duration) -> Result<Option<LeaderKv>, BackendError> {
-        let mut kv = self.client.kv_client();
-        let got = bounded(
-            "read",
-            limit,
-            kv.get(
-                self.keys_prefix.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_sort(SortTarget::Create, SortOrder::Ascend)
-                        .with_limit(1),
-                ),
+        let got = call!(self, "read", limit, |c| c.get(
+            self.keys_prefix.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                    .with_limit(1),
             ),
-        )
-        .await?;
+        ))?;
         let l = got.kvs().first().map(|kv| LeaderKv {
             key: String::from_utf8_lossy(kv.key()).into_owned(),
             id: id_from_value(kv.value()),
@@ -581,13 +622,8 @@ impl Inner {
     }
 
     async fn member(&self, id: &str) -> Option<Member> {
-        let mut kv = self.client.kv_client();
-        let got = bounded(
-            "read",
-            OP_TIMEOUT,
-            kv.get(format!("{}{id}", self.members_prefix), None),
-        )
-        .await
+        let got = call!(self, "read", OP_TIMEOUT, |c| c
+            .get(format!("{}{id}", self.members_prefix), None))
         .ok()?;
         got.kvs()
             .first()
@@ -595,13 +631,8 @@ impl Inner {
     }
 
     async fn grant_of(&self, term: Term) -> Option<Grant> {
-        let mut kv = self.client.kv_client();
-        let got = bounded(
-            "read",
-            OP_TIMEOUT,
-            kv.get(history_key(&self.history_prefix, term), None),
-        )
-        .await
+        let got = call!(self, "read", OP_TIMEOUT, |c| c
+            .get(history_key(&self.history_prefix, term), None))
         .ok()?;
         got.kvs()
             .first()
@@ -620,10 +651,9 @@ impl Inner {
     }
 
     async fn released(&self) -> Option<Released> {
-        let mut kv = self.client.kv_client();
-        let got = bounded("read", OP_TIMEOUT, kv.get(self.released_key.clone(), None))
-            .await
-            .ok()?;
+        let got = call!(self, "read", OP_TIMEOUT, |c| c
+            .get(self.released_key.clone(), None))
+        .ok()?;
         got.kvs()
             .first()
             .and_then(|kv| serde_json::from_slice(kv.value()).ok())
@@ -632,10 +662,10 @@ impl Inner {
     /// Follows every change under `N/` and wakes the elector; re-creates the watch after errors.
     async fn watch_loop(self: Arc<Self>) {
         loop {
-            let mut wc = self.client.watch_client();
+            let (idx, mut c) = self.client();
             let started = timeout(
                 OP_TIMEOUT,
-                wc.watch(
+                c.watch(
                     self.keys_prefix.clone(),
                     Some(WatchOptions::new().with_prefix()),
                 ),
@@ -661,27 +691,27 @@ impl Inner {
                     self.notify.notify_one();
                 }
             }
+            // The watch ended (member gone, no leader, connection cut): try the next endpoint.
+            self.settle::<()>(idx, Err(&()));
             sleep(Duration::from_millis(250)).await;
         }
     }
 
-    fn campaign_rpc(
-        &self,
-        lease: i64,
-    ) -> Pin<
-        Box<dyn Future<Output = Result<etcd_client::CampaignResponse, etcd_client::Error>> + Send>,
-    > {
-        let mut ec = self.client.election_client();
+    fn campaign_rpc(&self, lease: i64) -> (usize, CampaignFuture) {
+        let (idx, c) = self.client();
+        let mut ec = c.election_client();
         let name = self.name.clone();
         let value = self.id().to_string();
-        Box::pin(async move { ec.campaign(name, value, lease).await })
+        (
+            idx,
+            Box::pin(async move { ec.campaign(name, value, lease).await }),
+        )
     }
 
     fn revoke_in_background(self: &Arc<Self>, lease: i64) {
         let inner = self.clone();
         tokio::spawn(async move {
-            let mut lc = inner.client.lease_client();
-            let _ = timeout(OP_TIMEOUT, lc.revoke(lease)).await;
+            let _ = call!(inner, "lease revoke", OP_TIMEOUT, |c| c.lease_revoke(lease));
         });
     }
 
@@ -696,10 +726,9 @@ impl Inner {
         let id = self.id().to_string();
         'session: loop {
             tx.send_replace(Phase::Starting);
-            let mut lc = self.client.lease_client();
             let granted = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = bounded("lease grant", OP_TIMEOUT, lc.grant(t.ttl, None)) => r,
+                r = async { call!(self, "lease grant", OP_TIMEOUT, |c| c.lease_grant(t.ttl, None)) } => r,
             };
             let lease = match granted {
                 Ok(r) => {
@@ -738,8 +767,8 @@ impl Inner {
                         self.revoke_in_background(lease);
                         return;
                     }
-                    r = async { campaign.as_mut().expect("guarded").await }, if campaign.is_some() => {
-                        campaign = None;
+                    r = async { campaign.as_mut().expect("guarded").1.as_mut().await }, if campaign.is_some() => {
+                        let (idx, _) = campaign.take().expect("guarded");
                         match r {
                             Ok(resp) => {
                                 let rev = resp.leader().map(|l| l.rev()).unwrap_or_default();
@@ -747,6 +776,7 @@ impl Inner {
                                 self.notify.notify_one();
                             }
                             Err(e) => {
+                                self.settle::<()>(idx, Ok(Some(&e)));
                                 self.health(Some(&etcd_err("campaign", e).to_string()));
                                 campaign_again = Some(Instant::now() + CAMPAIGN_RETRY);
                             }
@@ -757,7 +787,7 @@ impl Inner {
                         campaign = Some(self.campaign_rpc(lease));
                     }
                     _ = sleep_until(next_ping) => {
-                        let r = timeout(t.retry.max(Duration::from_millis(500)), lc.keep_alive(lease)).await;
+                        let r = timeout_call!(self, t.retry.max(Duration::from_millis(500)), |c| c.lease_keep_alive(lease));
                         next_ping = Instant::now() + t.retry;
                         let lost = match r {
                             Ok(Ok(_)) => {
@@ -808,39 +838,30 @@ impl Inner {
         };
         let prev = match prev {
             Some(p) => Some(p),
-            None => {
-                let mut kv = self.client.kv_client();
-                bounded(
-                    "read",
-                    limit,
-                    kv.get(
-                        self.history_prefix.clone(),
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_sort(SortTarget::Key, SortOrder::Descend)
-                                .with_limit(1),
-                        ),
-                    ),
-                )
-                .await
-                .ok()
-                .and_then(|r| {
-                    r.kvs()
-                        .first()
-                        .and_then(|kv| serde_json::from_slice::<Grant>(kv.value()).ok())
-                })
-                .filter(|p| p.term < g.term)
-                .map(|p| (p.holder, p.term, 0))
-            }
+            None => call!(self, "read", limit, |c| c.get(
+                self.history_prefix.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_sort(SortTarget::Key, SortOrder::Descend)
+                        .with_limit(1),
+                ),
+            ))
+            .ok()
+            .and_then(|r| {
+                r.kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice::<Grant>(kv.value()).ok())
+            })
+            .filter(|p| p.term < g.term)
+            .map(|p| (p.holder, p.term, 0)),
         };
         if let Some((holder, term, lease)) = prev {
             let released = self.released().await.filter(|r| r.term == term);
             let lease_alive = lease != 0 && {
-                let mut lc = self.client.lease_client();
-                bounded("lease ttl", limit, lc.time_to_live(lease, None))
-                    .await
-                    .is_ok_and(|r| r.ttl() > 0)
+                call!(self, "lease ttl", limit, |c| c
+                    .lease_time_to_live(lease, None))
+                .is_ok_and(|r| r.ttl() > 0)
             };
             let (end, ended_at) = match released {
                 Some(r) => (EndKind::Released, Some(r.at)),
@@ -854,45 +875,32 @@ impl Inner {
         let Ok(json) = serde_json::to_string(&g) else {
             return;
         };
-        let mut kv = self.client.kv_client();
-        if let Err(e) = bounded(
-            "history write",
-            limit,
-            kv.put(history_key(&self.history_prefix, g.term), json, None),
-        )
-        .await
-        {
+        if let Err(e) = call!(self, "history write", limit, |c| c.put(
+            history_key(&self.history_prefix, g.term),
+            json,
+            None
+        )) {
             tracing::warn!("[{}] could not record grant {}: {e}", self.id(), g.term);
             return;
         }
         // Keep the last HISTORY_KEEP.
-        let Ok(all) = bounded(
-            "history read",
-            limit,
-            kv.get(
-                self.history_prefix.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_keys_only()
-                        .with_sort(SortTarget::Key, SortOrder::Ascend),
-                ),
+        let Ok(all) = call!(self, "history read", limit, |c| c.get(
+            self.history_prefix.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend),
             ),
-        )
-        .await
-        else {
+        )) else {
             return;
         };
         let n = all.kvs().len();
         if n > HISTORY_KEEP {
             let first = all.kvs()[0].key().to_vec();
             let keep_from = all.kvs()[n - HISTORY_KEEP].key().to_vec();
-            let _ = bounded(
-                "history trim",
-                limit,
-                kv.delete(first, Some(DeleteOptions::new().with_range(keep_from))),
-            )
-            .await;
+            let _ = call!(self, "history trim", limit, |c| c
+                .delete(first, Some(DeleteOptions::new().with_range(keep_from))));
         }
     }
 
@@ -941,8 +949,7 @@ impl Backend for EtcdBackend {
                         TxnOp::delete(key, None),
                         TxnOp::put(self.inner.released_key.clone(), json, None),
                     ]);
-                let mut kv = self.inner.client.kv_client();
-                bounded("resign", OP_TIMEOUT, kv.txn(txn)).await.map(|_| ())
+                call!(self.inner, "resign", OP_TIMEOUT, |c| c.txn(txn)).map(|_| ())
             }
             _ => Ok(()),
         };
@@ -980,11 +987,10 @@ impl Backend for EtcdBackend {
         let m = self.inner.member(&l.id).await;
         let g = self.inner.grant_of(term).await;
         let ttl_ms = {
-            let mut lc = self.inner.client.lease_client();
-            bounded("lease ttl", OP_TIMEOUT, lc.time_to_live(l.lease, None))
-                .await
-                .map(|r| r.granted_ttl().max(0) as u64 * 1000)
-                .unwrap_or(0)
+            call!(self.inner, "lease ttl", OP_TIMEOUT, |c| c
+                .lease_time_to_live(l.lease, None))
+            .map(|r| r.granted_ttl().max(0) as u64 * 1000)
+            .unwrap_or(0)
         };
         let now = Timestamp::now();
         Ok(LeaseView::Record(LeaseRecord {
@@ -1012,9 +1018,8 @@ impl Backend for EtcdBackend {
     async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
         let json = serde_json::to_string(member).expect("serializes");
         let mut lease = self.inner.member_lease.lock().await;
-        let mut lc = self.inner.client.lease_client();
         if let Some(id) = *lease {
-            match timeout(OP_TIMEOUT, lc.keep_alive(id)).await {
+            match timeout_call!(self.inner, OP_TIMEOUT, |c| c.lease_keep_alive(id)) {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if lease_gone(&e) => *lease = None,
                 Ok(Err(e)) => return Err(etcd_err("member lease keep-alive", e)),
@@ -1028,27 +1033,17 @@ impl Backend for EtcdBackend {
         let id = match *lease {
             Some(id) => id,
             None => {
-                let r = bounded(
-                    "lease grant",
-                    OP_TIMEOUT,
-                    lc.grant(self.inner.member_ttl(), None),
-                )
-                .await?;
+                let r = call!(self.inner, "lease grant", OP_TIMEOUT, |c| c
+                    .lease_grant(self.inner.member_ttl(), None))?;
                 *lease = Some(r.id());
                 r.id()
             }
         };
-        let mut kv = self.inner.client.kv_client();
-        bounded(
-            "member write",
-            OP_TIMEOUT,
-            kv.put(
-                format!("{}{}", self.inner.members_prefix, member.id),
-                json,
-                Some(PutOptions::new().with_lease(id)),
-            ),
-        )
-        .await
+        call!(self.inner, "member write", OP_TIMEOUT, |c| c.put(
+            format!("{}{}", self.inner.members_prefix, member.id),
+            json,
+            Some(PutOptions::new().with_lease(id)),
+        ))
         .map(|_| ())
     }
 
@@ -1056,36 +1051,25 @@ impl Backend for EtcdBackend {
     async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
         if let Some((_, Phase::Waiting { lease, .. } | Phase::Won { lease, .. })) = self.phase() {
             self.stop_campaign();
-            let mut lc = self.inner.client.lease_client();
-            let _ = bounded("lease revoke", OP_TIMEOUT, lc.revoke(lease)).await;
+            let _ = call!(self.inner, "lease revoke", OP_TIMEOUT, |c| c
+                .lease_revoke(lease));
         } else {
             self.stop_campaign();
         }
-        let mut kv = self.inner.client.kv_client();
-        bounded(
-            "member delete",
-            OP_TIMEOUT,
-            kv.delete(format!("{}{id}", self.inner.members_prefix), None),
-        )
-        .await?;
+        call!(self.inner, "member delete", OP_TIMEOUT, |c| c
+            .delete(format!("{}{id}", self.inner.members_prefix), None))?;
         if let Some(l) = self.inner.member_lease.lock().await.take() {
-            let mut lc = self.inner.client.lease_client();
-            let _ = bounded("lease revoke", OP_TIMEOUT, lc.revoke(l)).await;
+            let _ = call!(self.inner, "lease revoke", OP_TIMEOUT, |c| c
+                .lease_revoke(l));
         }
         Ok(())
     }
 
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        let mut kv = self.inner.client.kv_client();
-        let got = bounded(
-            "read",
-            OP_TIMEOUT,
-            kv.get(
-                self.inner.members_prefix.clone(),
-                Some(GetOptions::new().with_prefix()),
-            ),
-        )
-        .await?;
+        let got = call!(self.inner, "read", OP_TIMEOUT, |c| c.get(
+            self.inner.members_prefix.clone(),
+            Some(GetOptions::new().with_prefix()),
+        ))?;
         Ok(got
             .kvs()
             .iter()
@@ -1094,20 +1078,14 @@ impl Backend for EtcdBackend {
     }
 
     async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-        let mut kv = self.inner.client.kv_client();
-        let got = bounded(
-            "read",
-            OP_TIMEOUT,
-            kv.get(
-                self.inner.history_prefix.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_sort(SortTarget::Key, SortOrder::Ascend),
-                ),
+        let got = call!(self.inner, "read", OP_TIMEOUT, |c| c.get(
+            self.inner.history_prefix.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend),
             ),
-        )
-        .await?;
+        ))?;
         Ok(got
             .kvs()
             .iter()

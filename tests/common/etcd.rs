@@ -127,6 +127,36 @@ impl Etcd {
             .join(",")
     }
 
+    /// The index of the member that is etcd's raft leader now.
+    pub fn raft_leader(&self) -> usize {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("endpoint status json");
+        let arr = v.as_array().unwrap();
+        let leader = arr[0]["Status"]["leader"].as_u64().unwrap();
+        let ep = arr
+            .iter()
+            .find(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leader))
+            .expect("leader among the endpoints")["Endpoint"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.members
+            .iter()
+            .position(|m| format!("127.0.0.1:{}", m.client) == ep)
+            .unwrap()
+    }
+
+    /// The endpoints with member `first` first.
+    pub fn endpoints_from(&self, first: usize) -> String {
+        let mut v = vec![format!("127.0.0.1:{}", self.members[first].client)];
+        for (i, m) in self.members.iter().enumerate() {
+            if i != first {
+                v.push(format!("127.0.0.1:{}", m.client));
+            }
+        }
+        v.join(",")
+    }
+
     /// The client port of member `i`.
     pub fn port(&self, i: usize) -> u16 {
         self.members[i].client
