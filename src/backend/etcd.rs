@@ -483,8 +483,12 @@ impl EtcdBackend {
                 Some(Phase::Waiting { key, .. } | Phase::Won { key, .. }) => Some(key.clone()),
                 _ => None,
             };
+            // A key of ours that is not our current campaign's is a session we gave up (its
+            // revoke failed while etcd was unreachable): it expires by itself; we do not lead.
             let info = match leader {
-                Some(l) if Some(&l.key) != ours.as_ref() => Some(self.inner.leader_info(&l).await),
+                Some(l) if Some(&l.key) != ours.as_ref() && l.id != me.id => {
+                    Some(self.inner.leader_info(&l).await)
+                }
                 _ => None,
             };
             return Ok(Outcome::Following {
