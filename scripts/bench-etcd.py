@@ -86,13 +86,9 @@ def wait(pred, what, timeout=90):
 
 
 def candidates(eps, election):
-    out = subprocess.run(["etcdctl", "--endpoints", eps, "get", "--prefix", election + "/",
-                          "--count-only", "-w", "json"], capture_output=True, text=True,
-                         env=dict(os.environ, ETCDCTL_API="3")).stdout
-    try:
-        return json.loads(out).get("count", 0)
-    except ValueError:
-        return 0
+    out = subprocess.run(["etcdctl", "--endpoints", eps, "get", "--prefix", election + "/", "--keys-only"],
+                         capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3")).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
 
 
 def bench_crown(binary, eps, runs, n, sig):
