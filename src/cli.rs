@@ -96,6 +96,7 @@ impl BackendKind {
         match self {
             BackendKind::File => "file",
             BackendKind::Kube => "kube",
+            BackendKind::Etcd => "etcd",
         }
     }
 }
