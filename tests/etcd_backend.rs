@@ -451,3 +451,81 @@ fn unreachable_etcd_fails_with_one_line_and_exit_4() {
     ]);
     assert_eq!(code, 4, "{err}");
 }
+
+#[test]
+fn auth_user_with_password_from_the_environment() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "crown:s3cret"],
+        &["role", "add", "crown"],
+        &[
+            "role",
+            "grant-permission",
+            "crown",
+            "--prefix=true",
+            "readwrite",
+            "crown",
+        ],
+        &["user", "grant-role", "crown", "crown"],
+        &["auth", "enable"],
+    ] {
+        e.etcdctl(args);
+    }
+    let auth = |pw: &str| {
+        let mut a = args(&eps);
+        a.extend(["--user".to_string(), "crown".to_string()]);
+        (a, vec![("ETCD_PASSWORD".to_string(), pw.to_string())])
+    };
+    let (a, env) = auth("s3cret");
+    let p = Participant::spawn_with("a", &a, &env);
+    let term = leader_term(&p);
+    let (code, out, err) = crown_env(
+        &[
+            "status",
+            "-o",
+            "json",
+            "--backend",
+            "etcd",
+            "--endpoints",
+            &eps,
+            "--user",
+            "crown",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["leader"]["id"], "a");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(term));
+    // A wrong password: one line, exit 7 (denied), at once.
+    let (code, _, err) = crown_env(
+        &[
+            "status",
+            "--backend",
+            "etcd",
+            "--endpoints",
+            &eps,
+            "--user",
+            "crown",
+        ],
+        &[("ETCD_PASSWORD".to_string(), "wrong".to_string())],
+    );
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("rejected the credentials"), "{err}");
+    // No password at all: a configuration error; it is never a flag.
+    let (code, _, err) = crown(&[
+        "status",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &eps,
+        "--user",
+        "crown",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("ETCD_PASSWORD"), "{err}");
+}

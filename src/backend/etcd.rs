@@ -63,7 +63,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 /// How many grants the history keeps.
@@ -187,6 +187,14 @@ fn etcd_err(what: &str, e: etcd_client::Error) -> BackendError {
                     s.message()
                 ));
             }
+            _ if s.message().contains("authentication failed")
+                || s.message().contains("user name is empty") =>
+            {
+                return BackendError::Forbidden(format!(
+                    "etcd rejected the credentials for {what}: {} (user from --user, password from $ETCD_PASSWORD)",
+                    s.message()
+                ));
+            }
             _ => {
                 return BackendError::Unavailable(format!("etcd {what} failed: {}", s.message()));
             }
@@ -276,7 +284,8 @@ impl EtcdBackend {
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
             .with_keep_alive_while_idle(true)
             .with_connect_timeout(Duration::from_secs(1))
-            .with_require_leader(true);
+            .with_require_leader(true)
+            .with_auto_token_refresh(true);
         if o.cacert.is_some() || o.cert.is_some() {
             let read = |p: &PathBuf| {
                 std::fs::read(p)
@@ -303,26 +312,32 @@ impl EtcdBackend {
             ))
         };
         let mut last = String::from("no answer");
+        // One client per endpoint. Without auth, connecting is lazy and never fails here; with
+        // auth it authenticates, so endpoints that are down at start are left out.
         let mut clients = vec![];
-        for ep in &endpoints {
-            let client = loop {
-                match timeout_at(deadline, Client::connect([ep], Some(opts.clone()))).await {
-                    Ok(Ok(c)) => break c,
+        loop {
+            for ep in &endpoints {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let limit = left.min(Duration::from_secs(2));
+                match timeout(limit, Client::connect([ep], Some(opts.clone()))).await {
+                    Ok(Ok(c)) => clients.push(c),
                     Ok(Err(e)) => {
                         let e = etcd_err("connect", e);
                         if matches!(e, BackendError::Forbidden(_) | BackendError::Invalid(_)) {
                             return Err(e);
                         }
-                        last = e.to_string();
+                        last = format!("{ep}: {e}");
                     }
-                    Err(_) => return Err(unreachable(last)),
+                    Err(_) => last = format!("connecting to {ep} timed out"),
                 }
-                if Instant::now() + Duration::from_millis(200) >= deadline {
-                    return Err(unreachable(last));
-                }
-                sleep(Duration::from_millis(200)).await;
-            };
-            clients.push(client);
+            }
+            if !clients.is_empty() {
+                break;
+            }
+            if Instant::now() + Duration::from_millis(200) >= deadline {
+                return Err(unreachable(last));
+            }
+            sleep(Duration::from_millis(200)).await;
         }
         let name = format!("{}{}", o.prefix, o.election);
         let inner = Inner {
