@@ -529,3 +529,43 @@ fn auth_user_with_password_from_the_environment() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("ETCD_PASSWORD"), "{err}");
 }
+
+#[test]
+fn tls_with_client_certificates() {
+    let e = Etcd::start_tls();
+    let eps = e.endpoints();
+    let (ca, cert, key) = e.client_tls();
+    let mut a = args(&eps);
+    a.extend(["--cacert", &ca, "--cert", &cert, "--key", &key].map(String::from));
+    let p = Participant::spawn_with("a", &a, &[]);
+    let term = leader_term(&p);
+    let (code, out, err) = crown(&[
+        "status",
+        "-o",
+        "json",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &eps,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["leader"]["term"].as_u64(), Some(term));
+    // Plain text against a TLS server: unreachable, one line, exit 4.
+    let (code, _, err) = crown(&[
+        "status",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &eps,
+        "--wait-for-backend",
+        "1s",
+    ]);
+    assert_eq!(code, 4, "{err}");
+}

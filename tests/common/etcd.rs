@@ -46,11 +46,111 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     cluster: String,
     members: Vec<Member>,
+    /// TLS files (ca, server cert, server key, client cert, client key), when serving TLS.
+    tls: Option<[std::path::PathBuf; 5]>,
 }
 
 impl Etcd {
     /// Starts `n` members and waits until the cluster is healthy.
     pub fn start(n: usize) -> Etcd {
+        Etcd::start_with(n, false)
+    }
+
+    /// One member serving clients over TLS with client-certificate auth, certificates made by
+    /// `openssl` (a CA, a server cert for 127.0.0.1, a client cert).
+    pub fn start_tls() -> Etcd {
+        Etcd::start_with(1, true)
+    }
+
+    /// The TLS files: (ca, client cert, client key).
+    pub fn client_tls(&self) -> (String, String, String) {
+        let t = self.tls.as_ref().expect("a TLS etcd");
+        let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+        (s(&t[0]), s(&t[3]), s(&t[4]))
+    }
+
+    fn make_certs(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+        let p = |n: &str| dir.join(n);
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (apt-get install -y openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=crown-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        for who in ["server", "client"] {
+            let key = format!("{who}-key.pem");
+            let csr = format!("{who}.csr");
+            let pem = format!("{who}.pem");
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=127.0.0.1",
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ]);
+        }
+        [
+            p("ca.pem"),
+            p("server.pem"),
+            p("server-key.pem"),
+            p("client.pem"),
+            p("client-key.pem"),
+        ]
+    }
+
+    fn start_with(n: usize, tls: bool) -> Etcd {
         require_etcd();
         let dir = tempfile::Builder::new()
             .prefix("crown-etcd-")
@@ -69,10 +169,12 @@ impl Etcd {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = tls.then(|| Etcd::make_certs(dir.path()));
         let mut e = Etcd {
             dir,
             cluster,
             members,
+            tls,
         };
         for i in 0..n {
             e.spawn(i);
@@ -89,14 +191,28 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))
             .unwrap();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut tls_flags: Vec<&std::ffi::OsStr> = vec![];
+        if let Some(t) = &self.tls {
+            for (flag, path) in [
+                ("--trusted-ca-file", &t[0]),
+                ("--cert-file", &t[1]),
+                ("--key-file", &t[2]),
+            ] {
+                tls_flags.push(flag.as_ref());
+                tls_flags.push(path.as_os_str());
+            }
+            tls_flags.push("--client-cert-auth".as_ref());
+        }
         let child = Command::new("etcd")
             .args(["--name", &m.name, "--data-dir"])
             .arg(&data)
+            .args(&tls_flags)
             .args([
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -181,6 +297,7 @@ impl Etcd {
         let deadline = Instant::now() + timeout;
         loop {
             let ok = Command::new("etcdctl")
+                .args(self.ctl_tls())
                 .args(["--endpoints", endpoints, "endpoint", "health"])
                 .env("ETCDCTL_API", "3")
                 .stdout(Stdio::null())
@@ -199,9 +316,24 @@ impl Etcd {
         }
     }
 
+    fn ctl_tls(&self) -> Vec<String> {
+        match &self.tls {
+            Some(_) => {
+                let (ca, cert, key) = self.client_tls();
+                vec![
+                    format!("--cacert={ca}"),
+                    format!("--cert={cert}"),
+                    format!("--key={key}"),
+                ]
+            }
+            None => vec![],
+        }
+    }
+
     /// `etcdctl <args>` against the whole cluster: stdout.
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let out = Command::new("etcdctl")
+            .args(self.ctl_tls())
             .args(["--endpoints", &self.endpoints()])
             .args(args)
             .env("ETCDCTL_API", "3")
