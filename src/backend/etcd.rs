@@ -117,7 +117,7 @@ struct Inner {
     notify: Notify,
     campaign: Mutex<Option<CampaignHandle>>,
     timings: Mutex<Option<Timings>>,
-    member_lease: tokio::sync::Mutex<Option<i64>>,
+    member_lease: tokio::sync::Mutex<Option<(i64, i64)>>,
     seen: Mutex<Seen>,
     /// Whether the last background call failed (to log outages once, and recovery once).
     failing: Mutex<bool>,
@@ -629,9 +629,9 @@ impl Inner {
         });
         if let Some(l) = &l {
             let mut s = self.seen.lock().unwrap();
+            // Only other participants' keys: ours is never our own predecessor.
             if s.leader.as_ref().map(|x| &x.key) != Some(&l.key)
-                && self.me.is_some()
-                && !l.key.is_empty()
+                && self.me.as_ref().is_some_and(|me| me.id != l.id)
             {
                 s.leader = Some(l.clone());
                 s.vanished_at = None;
@@ -845,6 +845,8 @@ impl Inner {
     /// Writes the history entry of a grant, with what can be told about its predecessor, and
     /// trims the history to the last [`HISTORY_KEEP`] grants. Best effort.
     async fn record_grant(self: Arc<Self>, mut g: Grant, limit: Duration) {
+        // Off the hot path: give the reads and writes time.
+        let limit = limit.max(OP_TIMEOUT);
         let (prev, vanished_at) = {
             let s = self.seen.lock().unwrap();
             (
@@ -1037,7 +1039,7 @@ impl Backend for EtcdBackend {
     async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
         let json = serde_json::to_string(member).expect("serializes");
         let mut lease = self.inner.member_lease.lock().await;
-        if let Some(id) = *lease {
+        if let Some((id, _)) = *lease {
             match timeout_call!(self.inner, OP_TIMEOUT, |c| c.lease_keep_alive(id)) {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if lease_gone(&e) => *lease = None,
@@ -1049,12 +1051,20 @@ impl Backend for EtcdBackend {
                 }
             }
         }
+        // The TTL follows the timings once the elector has given them: re-grant if it changed.
+        let ttl = self.inner.member_ttl();
+        if let Some((old, old_ttl)) = *lease
+            && old_ttl != ttl
+        {
+            *lease = None;
+            self.inner.revoke_in_background(old);
+        }
         let id = match *lease {
-            Some(id) => id,
+            Some((id, _)) => id,
             None => {
                 let r = call!(self.inner, "lease grant", OP_TIMEOUT, |c| c
-                    .lease_grant(self.inner.member_ttl(), None))?;
-                *lease = Some(r.id());
+                    .lease_grant(ttl, None))?;
+                *lease = Some((r.id(), ttl));
                 r.id()
             }
         };
@@ -1077,7 +1087,7 @@ impl Backend for EtcdBackend {
         }
         call!(self.inner, "member delete", OP_TIMEOUT, |c| c
             .delete(format!("{}{id}", self.inner.members_prefix), None))?;
-        if let Some(l) = self.inner.member_lease.lock().await.take() {
+        if let Some((l, _)) = self.inner.member_lease.lock().await.take() {
             let _ = call!(self.inner, "lease revoke", OP_TIMEOUT, |c| c
                 .lease_revoke(l));
         }

@@ -26,12 +26,25 @@ pub fn require_etcd() {
     }
 }
 
+/// A loopback port that no other etcd of this test process has had: ports below the kernel's
+/// ephemeral range (32768+), handed out once each, so a test never reaches a member of another
+/// test's cluster that took over a freed port.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20000 + (std::process::id() % 500) as u16 * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(p < 32700, "out of test ports");
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 struct Member {
@@ -380,6 +393,11 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
             self.kill(i);
+        }
+        if std::thread::panicking() {
+            // Keep the members' logs of a failed test.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!("etcd logs kept in {}", dir.keep().display());
         }
     }
 }
