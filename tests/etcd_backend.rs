@@ -572,3 +572,48 @@ fn tls_with_client_certificates() {
     ]);
     assert_eq!(code, 4, "{err}");
 }
+
+/// Go's `Election.Campaign` keeps waiting after its session lease is gone and then "wins" with a
+/// deleted key (a zombie candidate). crown's waiting campaign notices the lost session, starts
+/// over behind the others, and never claims a term whose key is gone.
+#[test]
+fn a_candidate_whose_session_expired_while_waiting_does_not_win_as_a_zombie() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let mut a = spawn(&eps, "a");
+    let t1 = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(t1)
+    });
+    let c = spawn(&eps, "c");
+    c.wait_for("c follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(t1)
+    });
+    // b waits in line before c; stop it past its session TTL, so its key expires.
+    b.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3500));
+    let resumed = Instant::now();
+    b.signal(Signal::SIGCONT);
+    b.wait_for("b notices its lost session", T, |l| {
+        l.at >= resumed && l.json["event"] == "session_lost"
+    });
+    // Now the leader leaves: c (older key than b's new one) must win, and b must follow it.
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit(T), Some(0));
+    let won = c.wait_for("c takes over", T, |l| became(l) && l.term() > Some(t1));
+    let t2 = won.term().unwrap();
+    b.wait_for("b follows c", T, |l| {
+        l.event() == "follower" && l.term() == Some(t2) && l.json["leader"] == "c"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !b.lines().iter().any(became),
+        "b claimed leadership with an expired candidate key:\n{}",
+        b.raw.lock().unwrap().join("\n")
+    );
+    let s = json_of("status", &eps);
+    assert_eq!(s["leader"]["id"], "c");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(t2));
+    assert_one_leader_at_a_time(&[&a, &b, &c], &[None, None, None]);
+}
