@@ -15,6 +15,7 @@ have flock || need+=(util-linux)
 have protoc || need+=(protobuf-compiler)
 have etcd || need+=(etcd-server)
 have etcdctl || need+=(etcd-client)
+have openssl || need+=(openssl)
 have shellcheck || need+=(shellcheck)
 have python3 || need+=(python3)
 

@@ -40,6 +40,8 @@ pub enum BackendKind {
     File,
     /// A Kubernetes coordination.k8s.io/v1 Lease (in-cluster config or $KUBECONFIG).
     Kube,
+    /// etcd's own election service (v3election), interoperable with `etcdctl elect`.
+    Etcd,
 }
 
 /// Where the election lives.
@@ -60,6 +62,29 @@ pub struct BackendArgs {
     /// Name of the Lease (kube backend) [default: the election name].
     #[arg(long, env = "CROWN_LEASE_NAME")]
     pub lease_name: Option<String>,
+    /// etcd endpoints, comma-separated (etcd backend).
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Prefix of every etcd key crown uses; the election key is `<prefix><election>`.
+    #[arg(long, env = "CROWN_ETCD_PREFIX", default_value = "")]
+    pub etcd_prefix: String,
+    /// CA certificate (PEM) to verify etcd's server certificate; implies TLS.
+    #[arg(long, env = "ETCD_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd (with --key); implies TLS.
+    #[arg(long, env = "ETCD_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for etcd (with --cert).
+    #[arg(long, env = "ETCD_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// etcd user name; the password is read from $ETCD_PASSWORD (never a flag).
+    #[arg(long, env = "ETCD_USER")]
+    pub user: Option<String>,
     /// How long to wait for an unreachable backend at start before failing.
     #[arg(long, value_parser = parse_duration, default_value = "10s", env = "CROWN_WAIT_FOR_BACKEND")]
     pub wait_for_backend: Duration,
@@ -71,6 +96,7 @@ impl BackendKind {
         match self {
             BackendKind::File => "file",
             BackendKind::Kube => "kube",
+            BackendKind::Etcd => "etcd",
         }
     }
 }
@@ -81,6 +107,12 @@ impl BackendArgs {
         match self.backend {
             BackendKind::File => self.dir.display().to_string(),
             BackendKind::Kube => format!("lease {}/{}", self.namespace, self.lease_name()),
+            BackendKind::Etcd => format!(
+                "{} key {}{}",
+                self.endpoints.join(","),
+                self.etcd_prefix,
+                self.election
+            ),
         }
     }
 

@@ -2,6 +2,7 @@
 //! publishes heartbeats every retry period, and maps signals: SIGINT/SIGTERM release the
 //! lease and exit 0, SIGUSR1 asks the leader to resign.
 
+use crate::backend::etcd::{EtcdBackend, EtcdOptions};
 use crate::backend::file::FileBackend;
 use crate::backend::kube::KubeBackend;
 use crate::backend::{Backend, BackendError, validate_election_name};
@@ -88,7 +89,33 @@ pub async fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Ba
             b.watch();
             Ok(Arc::new(b))
         }
+        BackendKind::Etcd => Ok(Arc::new(
+            EtcdBackend::connect(etcd_options(args)?, Some(me)).await?,
+        )),
     }
+}
+
+/// The etcd backend's options from the flags (the password only from `$ETCD_PASSWORD`).
+pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
+    let password = match &args.user {
+        Some(_) => Some(std::env::var("ETCD_PASSWORD").map_err(|_| {
+            Failure::new(
+                exit::CONFIG,
+                "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
+            )
+        })?),
+        None => None,
+    };
+    Ok(EtcdOptions {
+        endpoints: args.endpoints.clone(),
+        prefix: args.etcd_prefix.clone(),
+        election: args.election.clone(),
+        cacert: args.cacert.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        user: args.user.clone().zip(password),
+        wait: args.wait_for_backend,
+    })
 }
 
 /// Opens the backend for an observer (status, history, dashboard): creates nothing.
@@ -112,6 +139,9 @@ pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Fai
                 .await?,
             ))
         }
+        BackendKind::Etcd => Ok(Arc::new(
+            EtcdBackend::connect(etcd_options(args)?, None).await?,
+        )),
     }
 }
 
@@ -224,7 +254,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         me.pid,
         me.host,
         backend.kind(),
-        args.backend.dir.display(),
+        args.backend.location(),
         args.backend.election,
         cfg.lease_duration,
         cfg.renew_deadline,

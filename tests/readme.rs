@@ -17,6 +17,12 @@ fn help(args: &[&str]) -> String {
         .env_remove("CROWN_LEASE_DURATION")
         .env_remove("CROWN_RENEW_DEADLINE")
         .env_remove("CROWN_RETRY_PERIOD")
+        .env_remove("ETCD_ENDPOINTS")
+        .env_remove("CROWN_ETCD_PREFIX")
+        .env_remove("ETCD_CACERT")
+        .env_remove("ETCD_CERT")
+        .env_remove("ETCD_KEY")
+        .env_remove("ETCD_USER")
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -5,6 +5,7 @@
 //! [`crate::election::lease::decide`], so the lease logic exists once. Backends with their own
 //! election protocol (etcd) implement the same trait on top of that protocol.
 
+pub mod etcd;
 pub mod file;
 pub mod kube;
 pub mod memory;
@@ -44,6 +45,9 @@ pub struct AcquireRequest {
     pub hold_off: bool,
     /// Our lease duration.
     pub lease_duration: Duration,
+    /// Our retry period (how often a leader renews; backends with sessions keep them alive at
+    /// this pace).
+    pub retry_period: Duration,
     /// Now, on the monotonic clock.
     pub now: Instant,
     /// For a renewal: past this instant the write must not happen (renew deadline).

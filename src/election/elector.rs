@@ -162,6 +162,7 @@ impl Elector {
             held,
             hold_off,
             lease_duration: self.cfg.lease_duration,
+            retry_period: self.cfg.retry_period,
             now: Instant::now(),
             deadline: None,
         }

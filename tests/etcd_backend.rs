@@ -1,0 +1,619 @@
+//! The etcd backend end to end: the real binary against real etcd processes (one member or a
+//! three-member cluster per test, on free loopback ports), `etcdctl elect` on the same election,
+//! member kills, quorum loss, a black-holing proxy, SIGSTOP, kill -9 and SIGTERM.
+//! Without etcd installed these tests fail, naming the packages to install.
+
+mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
+
+use common::*;
+use etcd::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+fn args(endpoints: &str) -> Vec<String> {
+    let mut a: Vec<String> = ["--backend", "etcd", "--endpoints", endpoints]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(timings_fast());
+    a
+}
+
+fn spawn(endpoints: &str, id: &str) -> Participant {
+    // --dir is ignored by the etcd backend; a fresh temp path keeps runs apart anyway.
+    Participant::spawn(&std::env::temp_dir(), id, &args(endpoints))
+}
+
+fn json_of(sub: &str, endpoints: &str) -> Value {
+    let (code, out, err) = crown(&[
+        sub,
+        "-o",
+        "json",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        endpoints,
+    ]);
+    assert_eq!(code, 0, "crown {sub} failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn became(l: &Line) -> bool {
+    l.event() == "became_leader"
+}
+
+/// Leadership intervals of `p` from its log: (start, end, term); a missing end is `until`.
+fn intervals(p: &Participant, until: Instant) -> Vec<(Instant, Instant, u64)> {
+    let mut out = vec![];
+    let mut open: Option<(Instant, u64)> = None;
+    for l in p.lines() {
+        match l.event() {
+            "became_leader" => open = Some((l.at, l.term().unwrap())),
+            "stopped_leading" => {
+                if let Some((s, t)) = open.take() {
+                    out.push((s, l.at, t));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((s, t)) = open {
+        out.push((s, until, t));
+    }
+    out
+}
+
+/// No two participants' leadership intervals overlap, and terms rise with time.
+fn assert_one_leader_at_a_time(ps: &[&Participant], ends: &[Option<Instant>]) {
+    let now = Instant::now();
+    let mut all: Vec<(Instant, Instant, u64, &str)> = vec![];
+    for (p, end) in ps.iter().zip(ends) {
+        for (s, e, t) in intervals(p, end.unwrap_or(now)) {
+            all.push((s, e, t, p.id.as_str()));
+        }
+    }
+    all.sort();
+    for w in all.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "leadership overlapped: {} (term {}) until {:?} and {} (term {}) from {:?}",
+            w[0].3,
+            w[0].2,
+            w[0].1,
+            w[1].3,
+            w[1].2,
+            w[1].0
+        );
+        assert!(w[0].2 < w[1].2, "terms did not rise: {all:?}");
+    }
+}
+
+fn leader_term(p: &Participant) -> u64 {
+    p.wait_for("became leader", T, became).term().unwrap()
+}
+
+#[test]
+fn etcdctl_leader_is_followed_and_crown_takes_over_when_it_resigns() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let mut ctl = e.elect("crown", "ctl-leader");
+    eventually("etcdctl elected", T, || ctl.elected().then_some(()));
+    let a = spawn(&eps, "a");
+    let f = a.wait_for("following etcdctl", T, |l| {
+        l.event() == "follower" && l.json["leader"] == "ctl-leader"
+    });
+    let ctl_term = f.term().unwrap();
+    let s = json_of("status", &eps);
+    assert_eq!(s["backend"], "etcd");
+    assert_eq!(s["leader"]["id"], "ctl-leader");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(ctl_term));
+    // Mutual exclusion: crown never leads while etcdctl does.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!a.lines().iter().any(became), "crown led beside etcdctl");
+    let t0 = Instant::now();
+    ctl.resign();
+    let l = a.wait_for("takeover after etcdctl resigned", T, became);
+    assert!(l.term().unwrap() > ctl_term);
+    assert!(
+        l.at.duration_since(t0) < Duration::from_secs(2),
+        "took {:?}",
+        l.at.duration_since(t0)
+    );
+    let s = json_of("status", &eps);
+    assert_eq!(s["leader"]["id"], "a");
+    assert_eq!(s["leader"]["pid"].as_u64().unwrap() as i32, a.pid());
+}
+
+#[test]
+fn crown_leader_makes_etcdctl_wait_and_etcdctl_shows_it() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let mut a = spawn(&eps, "a");
+    let term = leader_term(&a);
+    // `etcdctl elect -l` prints the leader key and its value: crown's plain id.
+    let listen = e.listen("crown");
+    let lines = eventually("etcdctl elect -l output", T, || {
+        let l = listen.lines();
+        (l.len() >= 2).then_some(l)
+    });
+    drop(listen);
+    assert!(lines[0].starts_with("crown/"), "{lines:?}");
+    assert_eq!(lines[1], "a");
+    let ctl = e.elect("crown", "ctl");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !ctl.elected(),
+        "etcdctl was elected while crown leads: {:?}",
+        ctl.lines()
+    );
+    // Graceful exit of crown: etcdctl is next in line.
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit(T), Some(0));
+    eventually("etcdctl elected after crown resigned", T, || {
+        ctl.elected().then_some(())
+    });
+    assert_eq!(ctl.lines()[1], "ctl");
+    // A new crown participant follows the etcdctl leader, with a higher term.
+    let b = spawn(&eps, "b");
+    let f = b.wait_for("following etcdctl", T, |l| {
+        l.event() == "follower" && l.json["leader"] == "ctl"
+    });
+    assert!(f.term().unwrap() > term);
+    let h = json_of("history", &eps);
+    assert_eq!(h.as_array().unwrap().len(), 1);
+    assert_eq!(h[0]["holder"], "a");
+    assert_eq!(h[0]["term"].as_u64(), Some(term));
+}
+
+#[test]
+fn killing_the_connected_member_of_three_keeps_one_leader() {
+    let mut e = Etcd::start(3);
+    // Participants talk to their first endpoint: make it a member that is not etcd's raft
+    // leader, so its death costs no etcd election and the crown leader must carry on.
+    let victim = (e.raft_leader() + 1) % 3;
+    let eps = e.endpoints_from(victim);
+    let a = spawn(&eps, "a");
+    let term = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("following a", T, |l| l.event() == "follower");
+    e.kill(victim);
+    let killed = Instant::now();
+    let later = killed + Duration::from_secs(5);
+    a.wait_for("leader heartbeats 5 s after the kill", T, |l| {
+        l.event() == "leader_heartbeat" && l.at > later && l.term() == Some(term)
+    });
+    assert!(
+        !a.lines().iter().any(|l| l.event() == "stopped_leading"),
+        "the leader stepped down although two members were up:\n{}",
+        a.raw.lock().unwrap().join("\n")
+    );
+    // The follower carries on too: it still follows (its campaign moved to another member).
+    let survivor = e.endpoints_from((victim + 1) % 3);
+    let s = json_of("status", &survivor);
+    assert_eq!(s["leader"]["id"], "a");
+    eventually("both heartbeats through the surviving members", T, || {
+        let s = json_of("status", &survivor);
+        (s["members"].as_array().unwrap().len() == 2).then_some(())
+    });
+    assert_one_leader_at_a_time(&[&a, &b], &[None, None]);
+    // And b still takes over when a leaves.
+    a.signal(Signal::SIGTERM);
+    b.wait_for("takeover through another member", T, |l| {
+        became(l) && l.term() > Some(term)
+    });
+}
+
+#[test]
+fn quorum_loss_steps_the_leader_down_and_quorum_back_elects_again() {
+    let mut e = Etcd::start(3);
+    let eps = e.endpoints();
+    let a = spawn(&eps, "a");
+    let term = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("following a", T, |l| l.event() == "follower");
+    e.kill(1);
+    e.kill(2);
+    let lost = Instant::now();
+    let down = a.wait_for("step-down without quorum", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(term)
+    });
+    let took = down.at.duration_since(lost);
+    // Renew deadline 1.5 s from the last renewal, which was before the kill (+ slack).
+    assert!(
+        took < Duration::from_millis(2500),
+        "stepped down {took:?} after quorum loss"
+    );
+    // Nobody claims leadership while there is no quorum.
+    std::thread::sleep(Duration::from_secs(4));
+    for p in [&a, &b] {
+        assert!(
+            !p.lines()
+                .iter()
+                .any(|l| became(l) && l.term() != Some(term)),
+            "{} became leader without quorum",
+            p.id
+        );
+    }
+    e.restart(1);
+    e.restart(2);
+    let back = Instant::now();
+    let (p, l) = eventually("a leader after quorum is back", T, || {
+        [&a, &b].into_iter().find_map(|p| {
+            p.lines()
+                .into_iter()
+                .find(|l| became(l) && l.at > back)
+                .map(|l| (p.id.clone(), l))
+        })
+    });
+    // etcd needs a moment to elect its own leader again; then lease + retry (+ slack).
+    let took = l.at.duration_since(back);
+    assert!(
+        took < Duration::from_secs(15),
+        "{p} led {took:?} after quorum came back"
+    );
+    assert!(l.term().unwrap() > term);
+    assert_one_leader_at_a_time(&[&a, &b], &[None, None]);
+}
+
+#[test]
+fn leader_cut_off_steps_down_before_its_lease_expires_and_follows_when_healed() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let proxy = Proxy::start(e.port(0));
+    let a = spawn(&proxy.endpoint(), "a");
+    let term = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("following a", T, |l| {
+        l.event() == "follower" && l.term() == Some(term)
+    });
+    proxy.block();
+    let cut = Instant::now();
+    let down = a.wait_for("step-down when cut off", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(term)
+    });
+    let up = b.wait_for("takeover", T, |l| became(l) && l.term() > Some(term));
+    assert!(
+        down.at < up.at,
+        "the cut-off leader stepped down at {:?}, after the takeover at {:?}",
+        down.at.duration_since(cut),
+        up.at.duration_since(cut)
+    );
+    assert!(down.at.duration_since(cut) < Duration::from_millis(2500));
+    let new_term = up.term().unwrap();
+    proxy.heal();
+    a.wait_for("following the new leader once healed", T, |l| {
+        l.event() == "follower" && l.term() == Some(new_term)
+    });
+    assert_one_leader_at_a_time(&[&a, &b], &[None, None]);
+    let h = json_of("history", &eps);
+    let last = h.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["holder"], "b");
+    assert_eq!(last["previous_holder"], "a");
+    assert_eq!(last["previous_end"], "expired");
+}
+
+#[test]
+fn sigstopped_leader_never_acts_in_its_old_term() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let a = spawn(&eps, "a");
+    let term = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("following a", T, |l| l.event() == "follower");
+    let stopped = Instant::now();
+    a.signal(Signal::SIGSTOP);
+    let up = b.wait_for("takeover", T, |l| became(l) && l.term() > Some(term));
+    let new_term = up.term().unwrap();
+    assert!(
+        up.at.duration_since(stopped) >= Duration::from_millis(1500),
+        "took over after {:?}, before the TTL",
+        up.at.duration_since(stopped)
+    );
+    b.wait_for("new leader heartbeat", T, |l| {
+        l.event() == "leader_heartbeat" && l.term() == Some(new_term)
+    });
+    let resumed = Instant::now();
+    a.signal(Signal::SIGCONT);
+    a.wait_for("step-down on resume", T, |l| {
+        l.at >= resumed && l.event() == "stopped_leading" && l.term() == Some(term)
+    });
+    a.wait_for("following the new leader", T, |l| {
+        l.at >= resumed && l.event() == "follower" && l.term() == Some(new_term)
+    });
+    let n0 = b
+        .lines()
+        .iter()
+        .filter(|l| l.event() == "leader_heartbeat")
+        .count();
+    eventually("three more heartbeats of the new leader", T, || {
+        (b.lines()
+            .iter()
+            .filter(|l| l.event() == "leader_heartbeat")
+            .count()
+            >= n0 + 3)
+            .then_some(())
+    });
+    for l in a.lines() {
+        if l.at >= resumed {
+            assert!(
+                !(matches!(l.event(), "leader_heartbeat" | "became_leader")
+                    && l.term() == Some(term)),
+                "old leader acted in term {term} after resuming: {}",
+                l.message()
+            );
+        }
+    }
+    let s = json_of("status", &eps);
+    assert_eq!(s["leader"]["id"], "b");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(new_term));
+}
+
+#[test]
+fn kill_9_fails_over_after_the_ttl_and_sigterm_hands_over_at_once() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let mut a = spawn(&eps, "a");
+    let t1 = leader_term(&a);
+    let mut b = spawn(&eps, "b");
+    let mut c = spawn(&eps, "c");
+    for p in [&b, &c] {
+        p.wait_for("following a", T, |l| {
+            l.event() == "follower" && l.term() == Some(t1)
+        });
+    }
+    let killed = Instant::now();
+    a.signal(Signal::SIGKILL);
+    a.wait_exit(T);
+    let (i, l) = eventually("a new leader", T, || {
+        [&b, &c]
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.lines().into_iter().find(became).map(|l| (i, l)))
+    });
+    let t2 = l.term().unwrap();
+    assert!(t2 > t1);
+    let took = l.at.duration_since(killed);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "failover after kill -9 took {took:?} (TTL 2 s)"
+    );
+    let (leader, other) = if i == 0 { (&mut b, &c) } else { (&mut c, &b) };
+    other.wait_for("following the new leader", T, |l| {
+        l.event() == "follower" && l.term() == Some(t2)
+    });
+    let t0 = Instant::now();
+    leader.signal(Signal::SIGTERM);
+    let l = other.wait_for("handoff", T, |l| became(l) && l.term() > Some(t2));
+    let took = l.at.duration_since(t0);
+    assert!(
+        took < Duration::from_secs(1),
+        "SIGTERM handoff took {took:?}"
+    );
+    assert_eq!(leader.wait_exit(T), Some(0));
+    let t3 = l.term().unwrap();
+    let h = json_of("history", &eps);
+    let h = h.as_array().unwrap();
+    let terms: Vec<u64> = h.iter().map(|g| g["term"].as_u64().unwrap()).collect();
+    assert_eq!(terms, vec![t1, t2, t3]);
+    assert_eq!(h[1]["previous_holder"], "a");
+    assert_eq!(h[1]["previous_end"], "expired");
+    assert_eq!(h[2]["previous_end"], "released");
+    assert_eq!(h[1]["ended"], "released");
+    // The members that left are gone from status (the killed one once its member lease
+    // expires, within its TTL).
+    eventually("only the survivor's heartbeat", T, || {
+        let s = json_of("status", &eps);
+        let ids: Vec<String> = s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect();
+        (ids == vec![other.id.clone()]).then_some(())
+    });
+}
+
+#[test]
+fn unreachable_etcd_fails_with_one_line_and_exit_4() {
+    require_etcd();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("127.0.0.1:{port}");
+    let t0 = Instant::now();
+    let (code, _, err) = crown(&[
+        "run",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &ep,
+        "--wait-for-backend",
+        "2s",
+    ]);
+    let took = t0.elapsed();
+    assert_eq!(code, 4, "{err}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("cannot reach etcd at"), "{err}");
+    let (code, _, err) = crown(&[
+        "status",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &ep,
+        "--wait-for-backend",
+        "1s",
+    ]);
+    assert_eq!(code, 4, "{err}");
+}
+
+#[test]
+fn auth_user_with_password_from_the_environment() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "crown:s3cret"],
+        &["role", "add", "crown"],
+        &[
+            "role",
+            "grant-permission",
+            "crown",
+            "--prefix=true",
+            "readwrite",
+            "crown",
+        ],
+        &["user", "grant-role", "crown", "crown"],
+        &["auth", "enable"],
+    ] {
+        e.etcdctl(args);
+    }
+    let auth = |pw: &str| {
+        let mut a = args(&eps);
+        a.extend(["--user".to_string(), "crown".to_string()]);
+        (a, vec![("ETCD_PASSWORD".to_string(), pw.to_string())])
+    };
+    let (a, env) = auth("s3cret");
+    let p = Participant::spawn_with("a", &a, &env);
+    let term = leader_term(&p);
+    let (code, out, err) = crown_env(
+        &[
+            "status",
+            "-o",
+            "json",
+            "--backend",
+            "etcd",
+            "--endpoints",
+            &eps,
+            "--user",
+            "crown",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["leader"]["id"], "a");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(term));
+    // A wrong password: one line, exit 7 (denied), at once.
+    let (code, _, err) = crown_env(
+        &[
+            "status",
+            "--backend",
+            "etcd",
+            "--endpoints",
+            &eps,
+            "--user",
+            "crown",
+        ],
+        &[("ETCD_PASSWORD".to_string(), "wrong".to_string())],
+    );
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("rejected the credentials"), "{err}");
+    // No password at all: a configuration error; it is never a flag.
+    let (code, _, err) = crown(&[
+        "status",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &eps,
+        "--user",
+        "crown",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("ETCD_PASSWORD"), "{err}");
+}
+
+#[test]
+fn tls_with_client_certificates() {
+    let e = Etcd::start_tls();
+    let eps = e.endpoints();
+    let (ca, cert, key) = e.client_tls();
+    let mut a = args(&eps);
+    a.extend(["--cacert", &ca, "--cert", &cert, "--key", &key].map(String::from));
+    let p = Participant::spawn_with("a", &a, &[]);
+    let term = leader_term(&p);
+    let (code, out, err) = crown(&[
+        "status",
+        "-o",
+        "json",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &eps,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["leader"]["term"].as_u64(), Some(term));
+    // Plain text against a TLS server: unreachable, one line, exit 4.
+    let (code, _, err) = crown(&[
+        "status",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &eps,
+        "--wait-for-backend",
+        "1s",
+    ]);
+    assert_eq!(code, 4, "{err}");
+}
+
+/// Go's `Election.Campaign` keeps waiting after its session lease is gone and then "wins" with a
+/// deleted key (a zombie candidate). crown's waiting campaign notices the lost session, starts
+/// over behind the others, and never claims a term whose key is gone.
+#[test]
+fn a_candidate_whose_session_expired_while_waiting_does_not_win_as_a_zombie() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let mut a = spawn(&eps, "a");
+    let t1 = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(t1)
+    });
+    let c = spawn(&eps, "c");
+    c.wait_for("c follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(t1)
+    });
+    // b waits in line before c; stop it past its session TTL, so its key expires.
+    b.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3500));
+    let resumed = Instant::now();
+    b.signal(Signal::SIGCONT);
+    b.wait_for("b notices its lost session", T, |l| {
+        l.at >= resumed && l.json["event"] == "session_lost"
+    });
+    // Now the leader leaves: c (older key than b's new one) must win, and b must follow it.
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit(T), Some(0));
+    let won = c.wait_for("c takes over", T, |l| became(l) && l.term() > Some(t1));
+    let t2 = won.term().unwrap();
+    b.wait_for("b follows c", T, |l| {
+        l.event() == "follower" && l.term() == Some(t2) && l.json["leader"] == "c"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !b.lines().iter().any(became),
+        "b claimed leadership with an expired candidate key:\n{}",
+        b.raw.lock().unwrap().join("\n")
+    );
+    let s = json_of("status", &eps);
+    assert_eq!(s["leader"]["id"], "c");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(t2));
+    assert_one_leader_at_a_time(&[&a, &b, &c], &[None, None, None]);
+}
