@@ -7,6 +7,7 @@ DIR ?= .demo/file
 
 # demo, demo-parallel, kill-demo: the dashboard targets.
 include mk/tui.mk
+include mk/etcd.mk
 
 setup: ## install what a fresh machine lacks (idempotent)
 	scripts/install-deps.sh

@@ -11,9 +11,9 @@ etcd-up: ## start a loopback etcd (ETCD_MEMBERS=1|3) under $(ETCD_DIR); endpoint
 etcd-down: ## stop it
 	scripts/etcd-local.sh stop --dir $(ETCD_DIR)
 
-demo-etcd: build etcd-up ## the demo on etcd's election service (kill -9 takeovers wait for the session TTL)
-	CROWN_BACKEND=etcd ETCD_ENDPOINTS=$$(cat $(ETCD_DIR)/endpoints) CROWN_DIR=.demo/etcd-run \
-		scripts/demo.sh $(N); rc=$$?; scripts/etcd-local.sh stop --dir $(ETCD_DIR); exit $$rc
+demo-etcd: build etcd-up ## the demo and dashboard on etcd's election service (kill -9 takeovers wait for the session TTL)
+	$(BIN) demo -n $(DEMO_N) --backend etcd --endpoints $$(cat $(ETCD_DIR)/endpoints) --dir .demo/etcd-run $(DEMO_TIMINGS) $(DEMO_FLAGS); \
+		rc=$$?; scripts/etcd-local.sh stop --dir $(ETCD_DIR); exit $$rc
 
 bench-etcd: build ## crown's etcd handoff/failover beside etcdctl elect, p50/p99 over 50 cycles
 	python3 scripts/bench-etcd.py --runs 50 --bin $(BIN)

@@ -223,9 +223,20 @@ pub struct DemoArgs {
     /// How many participants to start (p1…pN).
     #[arg(long = "participants", short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=26))]
     pub participants: u16,
-    /// Backend that holds the lease (the demo runs its participants locally: file only).
+    /// Backend that holds the lease: file, or etcd (participants run locally either way).
     #[arg(long, value_enum, default_value_t = BackendKind::File)]
     pub backend: BackendKind,
+    /// etcd endpoints, comma-separated (etcd backend).
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Prefix of every etcd key (etcd backend).
+    #[arg(long, env = "CROWN_ETCD_PREFIX", default_value = "")]
+    pub etcd_prefix: String,
     /// Directory of the file backend; participants' logs go there too (`<id>.log`).
     #[arg(long, default_value_os_t = default_dir())]
     pub dir: PathBuf,

@@ -30,6 +30,8 @@ pub struct Demo {
     dir: PathBuf,
     election: String,
     flags: Vec<String>,
+    /// `--backend` value and backend flags of every participant.
+    backend: (&'static str, Vec<String>),
     running: BTreeMap<String, u32>,
     next: usize,
     exits: mpsc::UnboundedSender<Exit>,
@@ -81,6 +83,10 @@ impl Demo {
                 dir: dir.to_path_buf(),
                 election: election.to_string(),
                 flags,
+                backend: (
+                    "file",
+                    vec!["--dir".into(), dir.to_string_lossy().into_owned()],
+                ),
                 running: BTreeMap::new(),
                 next: 1,
                 exits: tx,
@@ -89,6 +95,13 @@ impl Demo {
             },
             rx,
         )
+    }
+
+    /// Runs the participants on another backend: its `--backend` value and its flags (the
+    /// default is the file backend in the demo directory).
+    pub fn with_backend(mut self, kind: &'static str, flags: Vec<String>) -> Self {
+        self.backend = (kind, flags);
+        self
     }
 
     /// The log file of participant `id`.
@@ -122,9 +135,15 @@ impl Demo {
             .or_insert_with(|| log.metadata().map(|m| m.len()).unwrap_or(0));
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("run")
-            .args(["--backend", "file", "--log-format", "text", "--id", id])
-            .arg("--dir")
-            .arg(&self.dir)
+            .args([
+                "--backend",
+                self.backend.0,
+                "--log-format",
+                "text",
+                "--id",
+                id,
+            ])
+            .args(&self.backend.1)
             .arg("--election")
             .arg(&self.election)
             .args(&self.flags)

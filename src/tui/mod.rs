@@ -116,10 +116,10 @@ pub fn timing_flags(t: &TimingArgs) -> Vec<String> {
 
 /// `crown demo`.
 pub async fn run_demo(args: DemoArgs) -> Result<i32, Failure> {
-    if args.backend != BackendKind::File {
+    if args.backend == BackendKind::Kube {
         return Err(Failure::new(
             exit::CONFIG,
-            "crown demo starts its participants on this machine: use --backend file (for other backends run `crown run` where they live and watch with `crown tui`)",
+            "crown demo starts its participants on this machine: use --backend file or etcd (for Kubernetes, deploy k8s/ and watch with `crown tui --backend kube`)",
         ));
     }
     config(&args.timing)?;
@@ -137,17 +137,45 @@ pub async fn run_demo(args: DemoArgs) -> Result<i32, Failure> {
     init_file_logging(&log)?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot find this executable: {e}")))?;
-    let backend = Arc::new(FileBackend::observe(&args.dir, &args.election)?);
+    let (backend, location, child_backend): (
+        Arc<dyn crate::backend::Backend>,
+        String,
+        Vec<String>,
+    ) = match args.backend {
+        BackendKind::Etcd => {
+            let observe = crate::cli::BackendArgs {
+                backend: BackendKind::Etcd,
+                dir: args.dir.clone(),
+                election: args.election.clone(),
+                namespace: "default".into(),
+                lease_name: None,
+                endpoints: args.endpoints.clone(),
+                etcd_prefix: args.etcd_prefix.clone(),
+                cacert: None,
+                cert: None,
+                key: None,
+                user: None,
+                wait_for_backend: std::time::Duration::from_secs(10),
+            };
+            let b = crate::participant::observe_backend(&observe).await?;
+            let flags = vec![
+                "--endpoints".into(),
+                args.endpoints.join(","),
+                "--etcd-prefix".into(),
+                args.etcd_prefix.clone(),
+            ];
+            (b, observe.location(), flags)
+        }
+        _ => (
+            Arc::new(FileBackend::observe(&args.dir, &args.election)?),
+            format!("file {}", args.dir.display()),
+            vec!["--dir".into(), args.dir.to_string_lossy().into_owned()],
+        ),
+    };
     let headless = args.headless || !std::io::stdout().is_terminal();
-    let state = new_state(
-        &args.election,
-        format!("file {}", args.dir.display()),
-        true,
-        &args.timing,
-        &log,
-    );
-    let (mut demo, exits) =
-        demo::Demo::new(exe, &args.dir, &args.election, timing_flags(&args.timing));
+    let state = new_state(&args.election, location, true, &args.timing, &log);
+    let (demo, exits) = demo::Demo::new(exe, &args.dir, &args.election, timing_flags(&args.timing));
+    let mut demo = demo.with_backend(args.backend.name(), child_backend);
     for _ in 0..args.participants {
         demo.spawn_next().map_err(|e| {
             Failure::new(exit::INTERNAL, format!("cannot start a participant: {e}"))
