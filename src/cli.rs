@@ -62,6 +62,17 @@ pub struct BackendArgs {
     /// Name of the Lease (kube backend) [default: the election name].
     #[arg(long, env = "CROWN_LEASE_NAME")]
     pub lease_name: Option<String>,
+    /// etcd connection flags.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// How long to wait for an unreachable backend at start before failing.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", env = "CROWN_WAIT_FOR_BACKEND")]
+    pub wait_for_backend: Duration,
+}
+
+/// How to reach etcd (etcd backend).
+#[derive(Clone, Debug, Default, Args)]
+pub struct EtcdArgs {
     /// etcd endpoints, comma-separated (etcd backend).
     #[arg(
         long,
@@ -85,9 +96,32 @@ pub struct BackendArgs {
     /// etcd user name; the password is read from $ETCD_PASSWORD (never a flag).
     #[arg(long, env = "ETCD_USER")]
     pub user: Option<String>,
-    /// How long to wait for an unreachable backend at start before failing.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", env = "CROWN_WAIT_FOR_BACKEND")]
-    pub wait_for_backend: Duration,
+}
+
+impl EtcdArgs {
+    /// The same connection as flags for a child `crown run` (the password stays in the
+    /// environment).
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut v = vec![
+            "--endpoints".to_string(),
+            self.endpoints.join(","),
+            "--etcd-prefix".to_string(),
+            self.etcd_prefix.clone(),
+        ];
+        for (flag, path) in [
+            ("--cacert", &self.cacert),
+            ("--cert", &self.cert),
+            ("--key", &self.key),
+        ] {
+            if let Some(p) = path {
+                v.extend([flag.to_string(), p.to_string_lossy().into_owned()]);
+            }
+        }
+        if let Some(u) = &self.user {
+            v.extend(["--user".to_string(), u.clone()]);
+        }
+        v
+    }
 }
 
 impl BackendKind {
@@ -109,8 +143,8 @@ impl BackendArgs {
             BackendKind::Kube => format!("lease {}/{}", self.namespace, self.lease_name()),
             BackendKind::Etcd => format!(
                 "{} key {}{}",
-                self.endpoints.join(","),
-                self.etcd_prefix,
+                self.etcd.endpoints.join(","),
+                self.etcd.etcd_prefix,
                 self.election
             ),
         }
@@ -226,17 +260,9 @@ pub struct DemoArgs {
     /// Backend that holds the lease: file, or etcd (participants run locally either way).
     #[arg(long, value_enum, default_value_t = BackendKind::File)]
     pub backend: BackendKind,
-    /// etcd endpoints, comma-separated (etcd backend).
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
-    /// Prefix of every etcd key (etcd backend).
-    #[arg(long, env = "CROWN_ETCD_PREFIX", default_value = "")]
-    pub etcd_prefix: String,
+    /// etcd connection flags (etcd backend).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Directory of the file backend; participants' logs go there too (`<id>.log`).
     #[arg(long, default_value_os_t = default_dir())]
     pub dir: PathBuf,

@@ -97,7 +97,7 @@ pub async fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Ba
 
 /// The etcd backend's options from the flags (the password only from `$ETCD_PASSWORD`).
 pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
-    let password = match &args.user {
+    let password = match &args.etcd.user {
         Some(_) => Some(std::env::var("ETCD_PASSWORD").map_err(|_| {
             Failure::new(
                 exit::CONFIG,
@@ -107,13 +107,13 @@ pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
         None => None,
     };
     Ok(EtcdOptions {
-        endpoints: args.endpoints.clone(),
-        prefix: args.etcd_prefix.clone(),
+        endpoints: args.etcd.endpoints.clone(),
+        prefix: args.etcd.etcd_prefix.clone(),
         election: args.election.clone(),
-        cacert: args.cacert.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-        user: args.user.clone().zip(password),
+        cacert: args.etcd.cacert.clone(),
+        cert: args.etcd.cert.clone(),
+        key: args.etcd.key.clone(),
+        user: args.etcd.user.clone().zip(password),
         wait: args.wait_for_backend,
     })
 }

@@ -149,22 +149,11 @@ pub async fn run_demo(args: DemoArgs) -> Result<i32, Failure> {
                 election: args.election.clone(),
                 namespace: "default".into(),
                 lease_name: None,
-                endpoints: args.endpoints.clone(),
-                etcd_prefix: args.etcd_prefix.clone(),
-                cacert: None,
-                cert: None,
-                key: None,
-                user: None,
+                etcd: args.etcd.clone(),
                 wait_for_backend: std::time::Duration::from_secs(10),
             };
             let b = crate::participant::observe_backend(&observe).await?;
-            let flags = vec![
-                "--endpoints".into(),
-                args.endpoints.join(","),
-                "--etcd-prefix".into(),
-                args.etcd_prefix.clone(),
-            ];
-            (b, observe.location(), flags)
+            (b, observe.location(), args.etcd.to_flags())
         }
         _ => (
             Arc::new(FileBackend::observe(&args.dir, &args.election)?),
