@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/crown
 DIR ?= .demo/file
 
-.PHONY: setup build run test lint bench clean-demo
+.PHONY: setup build run test lint bench bench-kube clean-demo
 
 # demo, demo-parallel, kill-demo: the dashboard targets.
 include mk/tui.mk
@@ -27,8 +27,11 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	shellcheck scripts/*.sh
 
-bench: build ## failover latency, p50/p90/p99/max over 50 cycles
+bench: build ## failover latency of the file backend beside flock(1), p50/p90/p99/max over 50 cycles (see docs/BENCHMARKS.md)
 	python3 scripts/bench-failover.py --runs 50 --bin $(BIN)
+
+bench-kube: build ## the Kubernetes backend beside client-go on one real kube-apiserver
+	python3 scripts/bench-kube.py --runs 20 --crash-runs 8 --cost-seconds 30
 
 clean-demo:
 	rm -rf .demo
