@@ -4,6 +4,7 @@
 //! - [`backend`]: where the lease lives (file, memory; etcd and Kubernetes in later modules);
 //! - [`participant`]: `crown run`, wiring an elector to logs, heartbeats and signals;
 //! - [`report`]: `crown status` and `crown history` output;
+//! - [`sidecar`]: a child process while leading, HTTP status and metrics, a webhook;
 //! - [`cli`]: the command line.
 
 pub mod backend;
@@ -12,3 +13,4 @@ pub mod election;
 pub mod exit;
 pub mod participant;
 pub mod report;
+pub mod sidecar;
