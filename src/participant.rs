@@ -222,6 +222,16 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         return Ok(exit::OK);
     }
+    // Bind before campaigning: a busy port must not cost a grant.
+    let listener = match args.sidecar.http {
+        Some(addr) => Some((
+            addr,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::new(exit::CONFIG, format!("cannot listen on {addr}: {e}")))?,
+        )),
+        None => None,
+    };
     let backend = open_backend(&args.backend, me.clone()).await?;
     let id = me.id.clone();
     tracing::info!(
@@ -266,6 +276,24 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         Some(s)
     };
     let (handle, mut events) = elector.spawn(shutdown.clone());
+    let metrics = Arc::new(sidecar::http::Metrics::default());
+    let http = match listener {
+        Some((addr, listener)) => {
+            let state = Arc::new(sidecar::http::AppState {
+                status: handle.status(),
+                metrics: metrics.clone(),
+                election: args.backend.election.clone(),
+                cfg,
+            });
+            let task = sidecar::http::serve(listener, state, shutdown.clone());
+            tracing::info!(event = "http_listening", id = id.as_str(), addr = %addr, "[{id}] serving /leader /healthz /readyz /metrics on http://{addr}");
+            Some(task)
+        }
+        None => None,
+    };
+    let notifier = args.sidecar.notify_url.clone().map(|url| {
+        sidecar::notify::Notifier::spawn(url, id.clone(), args.backend.election.clone())
+    });
 
     // Signals.
     let mut sigterm =
@@ -336,6 +364,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             }
         };
         log_event(&id, &ev);
+        metrics.observe(&ev);
+        if let Some(n) = &notifier {
+            n.observe(&ev);
+        }
         match &ev {
             Event::StartedLeading { term } => {
                 if let Some(s) = &supervisor {
@@ -365,6 +397,12 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     if let Some(s) = &supervisor {
         // Already stopped by the elector's hook; this fences any late start.
         s.stop(Term(u64::MAX)).await;
+    }
+    if let Some(n) = notifier {
+        n.finish(std::time::Duration::from_secs(3)).await;
+    }
+    if let Some(h) = http {
+        let _ = h.await;
     }
     let _ = hb.await;
     if let Err(e) = backend.remove_member(&id).await {

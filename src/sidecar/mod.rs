@@ -3,6 +3,8 @@
 //! ([`http`]), and a webhook on every role change ([`notify`]).
 
 pub mod child;
+pub mod http;
+pub mod notify;
 
 use crate::cli::SidecarArgs;
 use crate::election::Config;
