@@ -117,7 +117,6 @@ fn twenty_leader_kills_never_run_two_children_at_once() {
     let mut ps: Vec<Participant> = (0..3)
         .map(|i| Participant::spawn(d.path(), &format!("p{i}"), &extra))
         .collect();
-    let mut next_id = 3;
     let mut last_term = 0;
     // pid -> when the test saw it gone (for children killed with their crown).
     let mut gone_at: HashMap<i32, u128> = HashMap::new();
@@ -158,8 +157,7 @@ fn twenty_leader_kills_never_run_two_children_at_once() {
         gone_at.insert(pid, now_ns());
         assert!(killed_at.elapsed() < Duration::from_secs(1));
         drop(p);
-        ps.push(Participant::spawn(d.path(), &format!("p{next_id}"), &extra));
-        next_id += 1;
+        ps.push(Participant::spawn(d.path(), &format!("p{}", cycle + 3), &extra));
     }
     drop(ps);
     let runs = parse_log(&log);
