@@ -17,6 +17,11 @@ fn help(args: &[&str]) -> String {
         .env_remove("CROWN_LEASE_DURATION")
         .env_remove("CROWN_RENEW_DEADLINE")
         .env_remove("CROWN_RETRY_PERIOD")
+        .env_remove("CROWN_GRACE")
+        .env_remove("CROWN_ON_CHILD_EXIT")
+        .env_remove("CROWN_ON_LOSS")
+        .env_remove("CROWN_HTTP")
+        .env_remove("CROWN_NOTIFY_URL")
         .output()
         .unwrap();
     assert!(out.status.success());

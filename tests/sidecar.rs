@@ -157,7 +157,11 @@ fn twenty_leader_kills_never_run_two_children_at_once() {
         gone_at.insert(pid, now_ns());
         assert!(killed_at.elapsed() < Duration::from_secs(1));
         drop(p);
-        ps.push(Participant::spawn(d.path(), &format!("p{}", cycle + 3), &extra));
+        ps.push(Participant::spawn(
+            d.path(),
+            &format!("p{}", cycle + 3),
+            &extra,
+        ));
     }
     drop(ps);
     let runs = parse_log(&log);
@@ -445,4 +449,26 @@ async fn http_endpoints_and_webhook_follow_every_transition() {
             .all(|v| v["election"] == "crown")
     );
     drop(a);
+}
+
+#[test]
+fn on_loss_exit_stops_the_child_and_exits_6_after_a_pause() {
+    let d = tempdir();
+    let script = child_script(d.path());
+    let log = d.path().join("children.log");
+    let mut extra = s(&["--on-loss", "exit"]);
+    extra.extend(fast_sidecar(&script, &log));
+    let mut a = Participant::spawn(d.path(), "a", &extra);
+    let pid = child_pid(&a, 1);
+    logged_start(&log, pid);
+    let b = Participant::spawn(d.path(), "b", &fast_sidecar(&script, &log));
+    b.wait_for("b follows", T, |l| l.event() == "follower");
+    // Paused past its renew deadline, a steps down on waking without writing.
+    a.signal(Signal::SIGSTOP);
+    b.wait_for("b leads", T, |l| l.event() == "became_leader");
+    a.signal(Signal::SIGCONT);
+    assert_eq!(a.wait_exit(T), Some(6));
+    a.wait_for("stopped leading", T, |l| {
+        l.event() == "stopped_leading" && l.json["reason"] == "renew deadline passed"
+    });
 }
