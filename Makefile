@@ -25,7 +25,7 @@ test: ## every test (unit, real binary, real servers, real terminal); installs w
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	shellcheck scripts/*.sh
+	shellcheck scripts/*.sh examples/*.sh tests/sidecar/*.sh
 
 bench: build ## failover latency of the file backend beside flock(1), p50/p90/p99/max over 50 cycles (see docs/BENCHMARKS.md)
 	python3 scripts/bench-failover.py --runs 50 --bin $(BIN)

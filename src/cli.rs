@@ -31,6 +31,64 @@ pub enum Command {
     /// Start N local participants and watch them in the dashboard; without a terminal, print
     /// their logs and the dashboard's events instead. Its participants stop with it.
     Demo(DemoArgs),
+    /// Internal: runs CMD so that it dies with crown (see `crown::sidecar::child`).
+    #[command(name = "__exec-guard", hide = true)]
+    ExecGuard(ExecGuardArgs),
+}
+
+/// `crown __exec-guard --parent-pid PID -- CMD ARGS…` (internal).
+#[derive(Clone, Debug, Args)]
+pub struct ExecGuardArgs {
+    /// The crown process that must be our parent.
+    #[arg(long)]
+    pub parent_pid: i32,
+    /// The command to exec.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// What to do when the child exits on its own while we lead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnChildExit {
+    /// Release the lease and exit crown with the child's exit code (like `consul lock`).
+    Exit,
+    /// Release the lease and stay a follower (may lead again later).
+    Resign,
+    /// Start the child again in the same term (after 1 s).
+    Restart,
+}
+
+/// What to do when leadership is lost involuntarily (renew deadline passed, superseded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnLoss {
+    /// Stay a follower and campaign again.
+    Recampaign,
+    /// Exit with code 6.
+    Exit,
+}
+
+/// Sidecar mode: a child process while leading, an HTTP endpoint, a webhook.
+#[derive(Clone, Debug, Args)]
+pub struct SidecarArgs {
+    /// How long the child gets between SIGTERM and SIGKILL when leadership ends. Must be
+    /// less than lease duration − renew deadline [default: 5s, or 80% of that margin if less].
+    #[arg(long, value_parser = parse_duration, env = "CROWN_GRACE")]
+    pub grace: Option<Duration>,
+    /// When the child exits on its own while leading: exit (release, then exit with its
+    /// code), resign (release, stay a follower) or restart (same term).
+    #[arg(long, value_enum, default_value_t = OnChildExit::Exit, env = "CROWN_ON_CHILD_EXIT")]
+    pub on_child_exit: OnChildExit,
+    /// When leadership is lost (renew deadline passed or superseded; not on resign or
+    /// shutdown): recampaign, or exit with code 6.
+    #[arg(long, value_enum, default_value_t = OnLoss::Recampaign, env = "CROWN_ON_LOSS")]
+    pub on_loss: OnLoss,
+    /// Serve GET /leader, /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:4040).
+    #[arg(long, value_name = "ADDR", env = "CROWN_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
+    /// POST {"leader", "id", "term", "election"} here on every change of our role
+    /// (in order, retried with backoff).
+    #[arg(long, value_name = "URL", env = "CROWN_NOTIFY_URL")]
+    pub notify_url: Option<String>,
 }
 
 /// Which backend holds the lease.
@@ -220,6 +278,14 @@ pub struct RunArgs {
     /// the backend. Used to validate container args.
     #[arg(long)]
     pub check_config: bool,
+    /// Sidecar flags.
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+    /// Command to run while leading (after `--`): started with CROWN_TERM, CROWN_ELECTION and
+    /// CROWN_ID on every grant, sent SIGTERM (its process group) then SIGKILL after --grace on
+    /// any loss, and stopped before the lease is released.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 /// `crown status` and `crown history`.

@@ -5,6 +5,7 @@
 //! - [`participant`]: `crown run`, wiring an elector to logs, heartbeats and signals;
 //! - [`report`]: `crown status` and `crown history` output;
 //! - [`tui`]: `crown tui`, the live dashboard, and `crown demo`;
+//! - [`sidecar`]: a child process while leading, HTTP status and metrics, a webhook;
 //! - [`cli`]: the command line.
 
 pub mod backend;
@@ -13,4 +14,5 @@ pub mod election;
 pub mod exit;
 pub mod participant;
 pub mod report;
+pub mod sidecar;
 pub mod tui;

@@ -8,6 +8,10 @@ use crown::{exit, report};
 
 fn main() {
     let cli = Cli::parse();
+    if let Command::ExecGuard(g) = &cli.command {
+        // Before any thread exists: this process becomes the child.
+        std::process::exit(crown::sidecar::child::exec_guard(g.parent_pid, &g.command));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,5 +66,6 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
+        Command::ExecGuard(_) => unreachable!("handled before the runtime starts"),
     }
 }

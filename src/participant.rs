@@ -6,12 +6,14 @@ use crate::backend::etcd::{EtcdBackend, EtcdOptions};
 use crate::backend::file::FileBackend;
 use crate::backend::kube::KubeBackend;
 use crate::backend::{Backend, BackendError, validate_election_name};
-use crate::cli::{BackendArgs, BackendKind, LogFormat, RunArgs};
-use crate::election::{Elector, Event, Identity, Member, Role, Status};
+use crate::cli::{BackendArgs, BackendKind, LogFormat, OnChildExit, OnLoss, RunArgs};
+use crate::election::{Elector, Event, Identity, Member, Role, Status, StopReason, Term};
 use crate::exit;
+use crate::sidecar::{self, child};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A failure with its exit code, printed as one line at the edge.
@@ -194,7 +196,7 @@ pub fn log_event(id: &str, ev: &Event) {
                 "🎉 [{id}] BECAME LEADER (term {term})"
             )
         }
-        Event::Renewed { term } => {
+        Event::Renewed { term, .. } => {
             tracing::info!(
                 event = "leader_heartbeat",
                 id,
@@ -230,6 +232,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let me = identity(args.id.as_deref())?;
     validate_election_name(&args.backend.election)?;
+    let grace = sidecar::grace(&args.sidecar, &cfg)?;
     if args.check_config {
         println!(
             "config ok: id {} backend {} ({}) election {} lease {:?} renew {:?} retry {:?}",
@@ -241,8 +244,24 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             cfg.renew_deadline,
             cfg.retry_period
         );
+        if !args.command.is_empty() {
+            println!(
+                "sidecar: command {:?} grace {grace:?} on-child-exit {:?} on-loss {:?}",
+                args.command, args.sidecar.on_child_exit, args.sidecar.on_loss
+            );
+        }
         return Ok(exit::OK);
     }
+    // Bind before campaigning: a busy port must not cost a grant.
+    let listener = match args.sidecar.http {
+        Some(addr) => Some((
+            addr,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::new(exit::CONFIG, format!("cannot listen on {addr}: {e}")))?,
+        )),
+        None => None,
+    };
     let backend = open_backend(&args.backend, me.clone()).await?;
     let id = me.id.clone();
     tracing::info!(
@@ -262,8 +281,49 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     );
 
     let shutdown = CancellationToken::new();
-    let (handle, mut events) =
-        Elector::new(backend.clone(), cfg, me.clone()).spawn(shutdown.clone());
+    let mut elector = Elector::new(backend.clone(), cfg, me.clone());
+    let mut child_exits = None;
+    let supervisor = if args.command.is_empty() {
+        None
+    } else {
+        let (s, exits) = child::Supervisor::spawn(child::ChildSpec {
+            command: args.command.clone(),
+            election: args.backend.election.clone(),
+            id: id.clone(),
+            grace,
+            on_exit: args.sidecar.on_child_exit,
+        })
+        .map_err(|e| {
+            Failure::new(
+                exit::INTERNAL,
+                format!("cannot start the child supervisor: {e}"),
+            )
+        })?;
+        // The child is stopped before the lease is released or abandoned; the bound only
+        // matters if SIGKILL does not work.
+        elector = elector.before_release(cfg.lease_duration - cfg.renew_deadline, s.hook());
+        child_exits = Some(exits);
+        Some(s)
+    };
+    let (handle, mut events) = elector.spawn(shutdown.clone());
+    let metrics = Arc::new(sidecar::http::Metrics::default());
+    let http = match listener {
+        Some((addr, listener)) => {
+            let state = Arc::new(sidecar::http::AppState {
+                status: handle.status(),
+                metrics: metrics.clone(),
+                election: args.backend.election.clone(),
+                cfg,
+            });
+            let task = sidecar::http::serve(listener, state, shutdown.clone());
+            tracing::info!(event = "http_listening", id = id.as_str(), addr = %addr, "[{id}] serving /leader /healthz /readyz /metrics on http://{addr}");
+            Some(task)
+        }
+        None => None,
+    };
+    let notifier = args.sidecar.notify_url.clone().map(|url| {
+        sidecar::notify::Notifier::spawn(url, id.clone(), args.backend.election.clone())
+    });
 
     // Signals.
     let mut sigterm =
@@ -315,12 +375,67 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     };
 
     let mut fatal = None;
-    while let Some(ev) = events.next().await {
+    let mut code = exit::OK;
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            Some(x) = recv_opt(&mut child_exits) => {
+                match args.sidecar.on_child_exit {
+                    OnChildExit::Exit if !shutdown.is_cancelled() => {
+                        code = x.code;
+                        shutdown.cancel();
+                    }
+                    OnChildExit::Resign if handle.status().borrow().term == x.term => {
+                        handle.resign().await
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+        };
         log_event(&id, &ev);
-        if let Event::Fatal { message } = ev {
-            fatal = Some(message);
-            shutdown.cancel();
+        metrics.observe(&ev);
+        if let Some(n) = &notifier {
+            n.observe(&ev);
         }
+        match &ev {
+            Event::StartedLeading { term } => {
+                if let Some(s) = &supervisor {
+                    s.start(*term);
+                }
+            }
+            Event::StoppedLeading {
+                reason: StopReason::RenewDeadline | StopReason::Superseded,
+                ..
+            } if args.sidecar.on_loss == OnLoss::Exit && !shutdown.is_cancelled() => {
+                tracing::warn!(
+                    event = "exiting_on_loss",
+                    id = id.as_str(),
+                    "[{id}] --on-loss exit: exiting with code {}",
+                    exit::LOST_LEADERSHIP
+                );
+                code = exit::LOST_LEADERSHIP;
+                shutdown.cancel();
+            }
+            Event::Fatal { message } => {
+                fatal = Some(message.clone());
+                shutdown.cancel();
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = &supervisor {
+        // Already stopped by the elector's hook; this fences any late start.
+        s.stop(Term(u64::MAX)).await;
+    }
+    if let Some(n) = notifier {
+        n.finish(std::time::Duration::from_secs(3)).await;
+    }
+    if let Some(h) = http {
+        let _ = h.await;
     }
     let _ = hb.await;
     if let Err(e) = backend.remove_member(&id).await {
@@ -331,6 +446,13 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     tracing::info!(event = "stopped", id = id.as_str(), "[{id}] stopped");
     match fatal {
         Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
-        None => Ok(exit::OK),
+        None => Ok(code),
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

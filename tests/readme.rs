@@ -23,6 +23,11 @@ fn help(args: &[&str]) -> String {
         .env_remove("ETCD_CERT")
         .env_remove("ETCD_KEY")
         .env_remove("ETCD_USER")
+        .env_remove("CROWN_GRACE")
+        .env_remove("CROWN_ON_CHILD_EXIT")
+        .env_remove("CROWN_ON_LOSS")
+        .env_remove("CROWN_HTTP")
+        .env_remove("CROWN_NOTIFY_URL")
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -8,7 +8,10 @@
 //!   may consider the lease expired;
 //! - before each renewal the deadline is checked first: a leader that was paused (SIGSTOP)
 //!   past it steps down without writing anything in its old term;
-//! - a renewal that comes back after the deadline does not count.
+//! - a renewal that comes back after the deadline does not count;
+//! - with a [`BeforeRelease`] hook (the sidecar's child process), every step-down announces
+//!   `StoppedLeading`, then awaits the hook (bounded), and only then releases or abandons the
+//!   lease: whatever the hook stops is stopped before anyone else can be granted the lease.
 
 use super::lease::Observer;
 use super::{Config, Event, Identity, LeaderInfo, StopReason, Term};
@@ -17,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout_at};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +64,13 @@ pub struct Status {
     pub leader: Option<LeaderInfo>,
     /// While leading: the instant our renew deadline passes.
     pub deadline: Option<Instant>,
+    /// Renewals that failed (backend errors) since start.
+    pub renew_failures: u64,
 }
+
+/// Awaited on every step-down after `StoppedLeading` is announced and before the lease is
+/// released or abandoned (see [`Elector::before_release`]). Gets the term that ended.
+pub type BeforeRelease = Arc<dyn Fn(Term) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Control of a running elector.
 #[derive(Clone)]
@@ -87,6 +96,7 @@ pub struct Elector {
     backend: Arc<dyn Backend>,
     cfg: Config,
     me: Identity,
+    before_release: Option<(BeforeRelease, Duration)>,
 }
 
 enum State {
@@ -113,7 +123,20 @@ struct Ctx {
 impl Elector {
     /// An elector for `me` over `backend`.
     pub fn new(backend: Arc<dyn Backend>, cfg: Config, me: Identity) -> Self {
-        Elector { backend, cfg, me }
+        Elector {
+            backend,
+            cfg,
+            me,
+            before_release: None,
+        }
+    }
+
+    /// Runs `hook` on every step-down, between announcing `StoppedLeading` and releasing (or
+    /// abandoning) the lease, waiting at most `bound` for it. Safe as long as
+    /// `bound < lease_duration - renew_deadline`: the lease is still ours meanwhile.
+    pub fn before_release(mut self, bound: Duration, hook: BeforeRelease) -> Self {
+        self.before_release = Some((hook, bound));
+        self
     }
 
     /// Starts campaigning. Events arrive on the stream; it ends after `shutdown` is cancelled
@@ -126,6 +149,7 @@ impl Elector {
             term: Term(0),
             leader: None,
             deadline: None,
+            renew_failures: 0,
         });
         let ctx = Ctx {
             observer: Observer::default(),
@@ -206,6 +230,7 @@ impl Elector {
         let mut wait = self.cfg.retry_period;
         match result {
             Ok(Outcome::Acquired { term, .. }) => {
+                let renew_failures = ctx.status.borrow().renew_failures;
                 ctx.status.send_replace(Status {
                     role: Role::Leader,
                     term,
@@ -217,6 +242,7 @@ impl Elector {
                         since: Some(jiff::Timestamp::now()),
                     }),
                     deadline: Some(attempt_at + self.cfg.renew_deadline),
+                    renew_failures,
                 });
                 self.emit(ctx, Event::StartedLeading { term }).await;
                 return State::Leading {
@@ -236,11 +262,13 @@ impl Elector {
                         Some(l) => (Role::Follower, l.term),
                         None => (Role::Candidate, ctx.status.borrow().term),
                     };
+                    let renew_failures = ctx.status.borrow().renew_failures;
                     ctx.status.send_replace(Status {
                         role,
                         term,
                         leader: leader.clone(),
                         deadline: None,
+                        renew_failures,
                     });
                     let ev = match &leader {
                         Some(l) => Event::NewLeader {
@@ -287,6 +315,11 @@ impl Elector {
             s.leader = None;
         });
         self.emit(ctx, Event::StoppedLeading { term, reason }).await;
+        if let Some((hook, bound)) = &self.before_release
+            && timeout(*bound, hook(term)).await.is_err()
+        {
+            tracing::warn!(id = %self.me.id, term = term.0, "[{}] step-down hook still running after {bound:?} (term {term})", self.me.id);
+        }
         if write_release {
             let deadline = Instant::now() + self.cfg.renew_deadline;
             match timeout_at(deadline, self.backend.release(term)).await {
@@ -354,7 +387,8 @@ impl Elector {
                 last_renew = sent;
                 ctx.status
                     .send_modify(|s| s.deadline = Some(sent + self.cfg.renew_deadline));
-                self.emit(ctx, Event::Renewed { term }).await;
+                let took = Instant::now().saturating_duration_since(sent);
+                self.emit(ctx, Event::Renewed { term, took }).await;
                 State::Leading {
                     term,
                     last_renew,
@@ -371,6 +405,7 @@ impl Elector {
                 self.following_after_stop()
             }
             Ok(Err(e)) => {
+                ctx.status.send_modify(|s| s.renew_failures += 1);
                 let left = deadline.saturating_duration_since(Instant::now());
                 tracing::warn!(id = %self.me.id, term = term.0, error = %e,
                     "[{}] renew failed (term {term}), {} ms left before stepping down: {e}",

@@ -11,7 +11,7 @@ mod elector;
 pub mod lease;
 
 pub use config::{Config, ConfigError};
-pub use elector::{Command, Elector, ElectorHandle, Role, Status};
+pub use elector::{BeforeRelease, Command, Elector, ElectorHandle, Role, Status};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,8 @@ pub enum Event {
     Renewed {
         /// The term still held.
         term: Term,
+        /// How long the renewal took (request sent to answer).
+        took: std::time::Duration,
     },
     /// This participant stopped leading; it must not act in `term` any more.
     StoppedLeading {

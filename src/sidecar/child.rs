@@ -1,0 +1,295 @@
+//! The child process run while leading.
+//!
+//! - Started on every grant with `CROWN_TERM`, `CROWN_ELECTION` and `CROWN_ID`, in its own
+//!   process group, through `crown __exec-guard` ([`exec_guard`]), which sets
+//!   `PR_SET_PDEATHSIG = SIGKILL`, checks that crown is still its parent, and execs the
+//!   command: if crown is SIGKILLed, the kernel kills the child at once.
+//! - Stopped on any step-down: SIGTERM to its process group, SIGKILL after the grace, then
+//!   SIGKILL to whatever is left in the group. The elector awaits this (its before-release
+//!   hook) before releasing or abandoning the lease.
+//! - A stop fences its term: a late start request for a term that already ended is ignored.
+//! - Children are forked by one dedicated thread that lives as long as the supervisor:
+//!   `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, so it must not be
+//!   a pool thread that may retire.
+
+use crate::cli::OnChildExit;
+use crate::election::{BeforeRelease, Term};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+
+/// `crown __exec-guard --parent-pid P -- CMD…`: dies with its parent, then becomes CMD.
+/// Returns only on failure (the exit code).
+pub fn exec_guard(parent_pid: i32, command: &[String]) -> i32 {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        eprintln!("crown: error: exec guard: cannot set the parent-death signal: {e}");
+        return 1;
+    }
+    // The parent may have died before the line above: then we were reparented.
+    if nix::unistd::getppid() != Pid::from_raw(parent_pid) {
+        eprintln!("crown: error: exec guard: parent {parent_pid} is gone");
+        return 1;
+    }
+    // Already done by the parent (process_group(0)); harmless if repeated.
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    let args: Result<Vec<CString>, _> = command.iter().map(|a| CString::new(a.as_str())).collect();
+    let Ok(args) = args else {
+        eprintln!("crown: error: exec guard: argument contains a NUL byte");
+        return 1;
+    };
+    let e = nix::unistd::execvp(&args[0], &args).unwrap_err();
+    eprintln!("crown: error: cannot run {:?}: {e}", command[0]);
+    127
+}
+
+/// The exit code of a finished process (128 + signal if killed).
+pub fn exit_code(st: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code()
+        .or_else(|| st.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// How to run the child.
+#[derive(Clone, Debug)]
+pub struct ChildSpec {
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// Election name (`CROWN_ELECTION`).
+    pub election: String,
+    /// Our id (`CROWN_ID`).
+    pub id: String,
+    /// SIGTERM → SIGKILL delay.
+    pub grace: Duration,
+    /// Policy when it exits on its own.
+    pub on_exit: OnChildExit,
+}
+
+enum Msg {
+    Start(Term),
+    Stop(Term, oneshot::Sender<()>),
+}
+
+/// Handle to the supervisor task.
+#[derive(Clone)]
+pub struct Supervisor {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// The child exited on its own while we led (reported for `exit` and `resign` policies).
+#[derive(Clone, Copy, Debug)]
+pub struct Exited {
+    /// The term it ran in.
+    pub term: Term,
+    /// Its exit code (128 + signal if killed).
+    pub code: i32,
+}
+
+type SpawnReq = (Command, oneshot::Sender<std::io::Result<Child>>);
+
+impl Supervisor {
+    /// Starts the supervisor task; unsolicited exits arrive on the receiver.
+    pub fn spawn(spec: ChildSpec) -> std::io::Result<(Supervisor, mpsc::Receiver<Exited>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (etx, erx) = mpsc::channel(8);
+        let (stx, srx) = std::sync::mpsc::channel::<SpawnReq>();
+        let rt = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("crown-child-spawner".into())
+            .spawn(move || {
+                let _g = rt.enter();
+                for (mut cmd, reply) in srx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })?;
+        tokio::spawn(supervise(spec, rx, etx, stx));
+        Ok((Supervisor { tx }, erx))
+    }
+
+    /// Starts the child for `term` (ignored if that term was already stopped).
+    pub fn start(&self, term: Term) {
+        let _ = self.tx.send(Msg::Start(term));
+    }
+
+    /// Stops the child (if running in `term` or earlier) and fences `term`; returns once
+    /// it is gone.
+    pub async fn stop(&self, term: Term) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(term, tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The elector's before-release hook.
+    pub fn hook(&self) -> BeforeRelease {
+        let s = self.clone();
+        Arc::new(move |term| {
+            let s = s.clone();
+            Box::pin(async move { s.stop(term).await })
+        })
+    }
+}
+
+struct Running {
+    term: Term,
+    child: Child,
+    pid: i32,
+}
+
+async fn supervise(
+    spec: ChildSpec,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    exits: mpsc::Sender<Exited>,
+    spawner: std::sync::mpsc::Sender<SpawnReq>,
+) {
+    let mut fenced = Term(0);
+    let mut running: Option<Running> = None;
+    let mut restart: Option<(Term, Instant)> = None;
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                None => {
+                    if let Some(r) = running.take() {
+                        terminate(&spec, r).await;
+                    }
+                    break;
+                }
+                Some(Msg::Start(term)) => {
+                    if term > fenced && running.as_ref().is_none_or(|r| r.term < term) {
+                        if let Some(r) = running.take() {
+                            terminate(&spec, r).await;
+                        }
+                        restart = None;
+                        running = start(&spec, term, &spawner).await;
+                    }
+                }
+                Some(Msg::Stop(term, done)) => {
+                    fenced = fenced.max(term);
+                    restart = restart.filter(|(t, _)| *t > term);
+                    if running.as_ref().is_some_and(|r| r.term <= term)
+                        && let Some(r) = running.take()
+                    {
+                        terminate(&spec, r).await;
+                    }
+                    let _ = done.send(());
+                }
+            },
+            st = async { running.as_mut().expect("guarded").child.wait().await }, if running.is_some() => {
+                let r = running.take().expect("guarded");
+                let code = st.map(exit_code).unwrap_or(1);
+                // Stragglers in its group go too.
+                let _ = kill(Pid::from_raw(-r.pid), Signal::SIGKILL);
+                tracing::warn!(event = "child_exited", id = spec.id.as_str(), term = r.term.0, pid = r.pid, code,
+                    "[{}] child {} exited on its own with code {code} (term {}): {}", spec.id, r.pid, r.term,
+                    match spec.on_exit { OnChildExit::Exit => "releasing and exiting", OnChildExit::Resign => "resigning", OnChildExit::Restart => "restarting in 1s" });
+                match spec.on_exit {
+                    OnChildExit::Restart => restart = Some((r.term, Instant::now() + Duration::from_secs(1))),
+                    _ => { let _ = exits.send(Exited { term: r.term, code }).await; }
+                }
+            }
+            _ = async { sleep_until(restart.expect("guarded").1).await }, if restart.is_some() => {
+                let (term, _) = restart.take().expect("guarded");
+                if term > fenced && running.is_none() {
+                    running = start(&spec, term, &spawner).await;
+                }
+            }
+        }
+    }
+}
+
+async fn start(
+    spec: &ChildSpec,
+    term: Term,
+    spawner: &std::sync::mpsc::Sender<SpawnReq>,
+) -> Option<Running> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut cmd = Command::new(exe);
+    cmd.arg("__exec-guard")
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .arg("--")
+        .args(&spec.command)
+        .env("CROWN_TERM", term.0.to_string())
+        .env("CROWN_ELECTION", &spec.election)
+        .env("CROWN_ID", &spec.id)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(false);
+    let (tx, rx) = oneshot::channel();
+    let res = match spawner.send((cmd, tx)) {
+        Ok(()) => rx
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("spawner gone"))),
+        Err(_) => Err(std::io::Error::other("spawner gone")),
+    };
+    match res {
+        Ok(child) => {
+            let pid = child.id().map(|p| p as i32).unwrap_or(0);
+            tracing::info!(
+                event = "child_started",
+                id = spec.id.as_str(),
+                term = term.0,
+                pid,
+                "[{}] started child {pid} (term {term}): {}",
+                spec.id,
+                spec.command.join(" ")
+            );
+            Some(Running { term, child, pid })
+        }
+        Err(e) => {
+            tracing::error!(
+                event = "child_failed",
+                id = spec.id.as_str(),
+                term = term.0,
+                "[{}] cannot start {:?}: {e}",
+                spec.id,
+                spec.command[0]
+            );
+            None
+        }
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after the grace, then SIGKILL to the rest of the group.
+async fn terminate(spec: &ChildSpec, mut r: Running) {
+    let began = Instant::now();
+    let group = Pid::from_raw(-r.pid);
+    if kill(group, Signal::SIGTERM).is_err() {
+        let _ = kill(Pid::from_raw(r.pid), Signal::SIGTERM);
+    }
+    let (st, killed) = match timeout(spec.grace, r.child.wait()).await {
+        Ok(st) => (st, false),
+        Err(_) => {
+            let _ = kill(group, Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(r.pid), Signal::SIGKILL);
+            (r.child.wait().await, true)
+        }
+    };
+    let _ = kill(group, Signal::SIGKILL);
+    let code = st.map(exit_code).unwrap_or(1);
+    tracing::info!(
+        event = "child_stopped",
+        id = spec.id.as_str(),
+        term = r.term.0,
+        pid = r.pid,
+        code,
+        killed,
+        "[{}] child {} stopped{} in {} ms (term {}, code {code})",
+        spec.id,
+        r.pid,
+        if killed {
+            " by SIGKILL after the grace"
+        } else {
+            ""
+        },
+        began.elapsed().as_millis(),
+        r.term
+    );
+}

@@ -1,0 +1,188 @@
+//! `--http ADDR`: `GET /leader`, `/healthz`, `/readyz` and `/metrics` (Prometheus text).
+
+use crate::election::{Config, Event, Role, Status};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Upper bounds of the renew-latency histogram, in seconds.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Counters fed from the participant's event loop.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    transitions: u64,
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+    leaderless_since: Option<Instant>,
+    last_gap: Option<Duration>,
+}
+
+impl Metrics {
+    /// Records one event.
+    pub fn observe(&self, ev: &Event) {
+        let mut m = self.inner.lock().expect("metrics lock");
+        match ev {
+            Event::Renewed { took, .. } => {
+                let s = took.as_secs_f64();
+                if m.buckets.is_empty() {
+                    m.buckets = vec![0; BUCKETS.len()];
+                }
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    if s <= *b {
+                        m.buckets[i] += 1;
+                    }
+                }
+                m.sum += s;
+                m.count += 1;
+            }
+            Event::StartedLeading { .. } | Event::NewLeader { .. } => {
+                m.transitions += 1;
+                if let Some(t) = m.leaderless_since.take() {
+                    m.last_gap = Some(t.elapsed());
+                }
+            }
+            Event::StoppedLeading { .. } | Event::NoLeader => {
+                m.leaderless_since.get_or_insert_with(Instant::now);
+            }
+            Event::Fatal { .. } => {}
+        }
+    }
+}
+
+/// What the handlers read.
+pub struct AppState {
+    /// The elector's status.
+    pub status: watch::Receiver<Status>,
+    /// Event counters.
+    pub metrics: Arc<Metrics>,
+    /// Election name.
+    pub election: String,
+    /// Timings.
+    pub cfg: Config,
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/leader", get(leader))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown`.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    })
+}
+
+async fn leader(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let s = st.status.borrow().clone();
+    let l = s.leader.as_ref();
+    Json(serde_json::json!({
+        "name": l.map(|l| l.id.clone()),
+        "term": l.map(|l| l.term.0).unwrap_or(s.term.0),
+        "since": l.and_then(|l| l.since).map(|t| t.to_string()),
+        "self": s.role == Role::Leader,
+    }))
+}
+
+async fn healthz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let s = st.status.borrow().clone();
+    if s.role == Role::Leader
+        && let Some(deadline) = s.deadline
+    {
+        // The deadline is last renewal + renew deadline; the elector steps down by then, so
+        // this only trips if it is stuck.
+        let last_renew = deadline - st.cfg.renew_deadline;
+        let stale = Instant::now().saturating_duration_since(last_renew);
+        if stale > st.cfg.lease_duration + st.cfg.retry_period {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("leader without renewal for {stale:?}\n"),
+            );
+        }
+    }
+    (StatusCode::OK, "ok\n".to_string())
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    if st.status.borrow().role == Role::Leader {
+        (StatusCode::OK, "leader\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not leader\n")
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let s = st.status.borrow().clone();
+    let m = st.metrics.inner.lock().expect("metrics lock");
+    let e = &st.election;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# HELP leader_election_master_status Whether this participant leads (1) or not (0), as client-go names it.\n# TYPE leader_election_master_status gauge\nleader_election_master_status{{name=\"{e}\"}} {}",
+        u8::from(s.role == Role::Leader)
+    );
+    let _ = writeln!(
+        o,
+        "# HELP crown_term The term held (leader) or last seen.\n# TYPE crown_term gauge\ncrown_term{{election=\"{e}\"}} {}",
+        s.term.0
+    );
+    let _ = writeln!(
+        o,
+        "# HELP crown_transitions_total Leader changes this participant saw (including its own grants).\n# TYPE crown_transitions_total counter\ncrown_transitions_total{{election=\"{e}\"}} {}",
+        m.transitions
+    );
+    let _ = writeln!(
+        o,
+        "# HELP crown_renew_latency_seconds Time from sending a renewal to its answer.\n# TYPE crown_renew_latency_seconds histogram"
+    );
+    for (i, b) in BUCKETS.iter().enumerate() {
+        let n = m.buckets.get(i).copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "crown_renew_latency_seconds_bucket{{election=\"{e}\",le=\"{b}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "crown_renew_latency_seconds_bucket{{election=\"{e}\",le=\"+Inf\"}} {}\ncrown_renew_latency_seconds_sum{{election=\"{e}\"}} {}\ncrown_renew_latency_seconds_count{{election=\"{e}\"}} {}",
+        m.count, m.sum, m.count
+    );
+    let _ = writeln!(
+        o,
+        "# HELP crown_renew_failures_total Renewals that failed with a backend error.\n# TYPE crown_renew_failures_total counter\ncrown_renew_failures_total{{election=\"{e}\"}} {}",
+        s.renew_failures
+    );
+    let _ = writeln!(
+        o,
+        "# HELP crown_last_failover_gap_seconds Time this participant saw without a leader before the latest new leader.\n# TYPE crown_last_failover_gap_seconds gauge\ncrown_last_failover_gap_seconds{{election=\"{e}\"}} {}",
+        m.last_gap.map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], o)
+}
