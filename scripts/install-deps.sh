@@ -13,6 +13,9 @@ have cargo || { echo "install-deps: cargo not found: install Rust with rustup (h
 have tmux || need+=(tmux)
 have flock || need+=(util-linux)
 have protoc || need+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/*.proto), which etcd-client's build imports: only a
+# "Recommends" of protobuf-compiler, so not there after --no-install-recommends.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 have etcd || need+=(etcd-server)
 have etcdctl || need+=(etcd-client)
 have openssl || need+=(openssl)
