@@ -166,7 +166,7 @@ impl Kind {
             Kind::Cut => "cut leader's link to the backend, heal",
             Kind::MemberKill => "kill -9 one etcd member, restart",
             Kind::Quorum => "kill 2 of 3 etcd members, restore",
-            Kind::ApiserverRestart => "restart the kube-apiserver",
+            Kind::ApiserverRestart => "kube-apiserver stopped (SIGTERM or kill -9), restarted",
         }
     }
     /// Faults after which the old leader stops acting at the injection itself.
@@ -587,10 +587,16 @@ impl World {
             }
             Kind::ApiserverRestart => {
                 let hold = self.rand(1500);
+                let crash = self.rand(2) == 0;
                 let Server::Kube(env) = &self.server else {
                     unreachable!()
                 };
-                env.stop_apiserver();
+                // A graceful stop waits for open watches (up to 10 s, then kill -9).
+                if crash {
+                    env.kill_apiserver();
+                } else {
+                    env.stop_apiserver();
+                }
                 std::thread::sleep(Duration::from_millis(hold));
                 env.start_apiserver();
             }

@@ -108,6 +108,16 @@ impl KubeEnv {
         );
     }
 
+    /// kill -9 of the apiserver (a crash, not a graceful shutdown).
+    pub fn kill_apiserver(&self) {
+        let out = script(&["stop-apiserver", "--kill"], self.dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn start_apiserver(&self) {
         let out = script(&["start-apiserver"], self.dir.path());
         assert!(
