@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/crown
 DIR ?= .demo/file
 
-.PHONY: setup build run test lint bench bench-kube clean-demo
+.PHONY: setup build run test lint bench bench-kube chaos clean-demo
 
 # demo, demo-parallel, kill-demo: the dashboard targets.
 include mk/tui.mk
@@ -32,6 +32,11 @@ bench: build ## failover latency of the file backend beside flock(1), p50/p90/p9
 
 bench-kube: build ## the Kubernetes backend beside client-go on one real kube-apiserver
 	python3 scripts/bench-kube.py --runs 20 --crash-runs 8 --cost-seconds 30
+
+CHAOS_FAULTS ?= 1000
+chaos: ## the full fault campaign: CHAOS_FAULTS (1000) random faults per backend, fenced log; tables in target/chaos/
+	scripts/install-deps.sh --tests
+	CROWN_CHAOS_FAULTS=$(CHAOS_FAULTS) $(CARGO) test --release --test chaos -- --nocapture --test-threads=3
 
 clean-demo:
 	rm -rf .demo
