@@ -380,3 +380,39 @@ fn text_logs_read_like_a_demo() {
         "{text}"
     );
 }
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn followers_at_rest_stay_idle() {
+    // A follower's own read of the lease once woke its file watch (an inotify access event),
+    // which read the lease again: half a core per follower, doing nothing.
+    let d = tempdir();
+    let (ps, leader, _) = cluster(d.path(), &["a", "b", "c"], &[]);
+    let before: Vec<u64> = ps.iter().map(|p| cpu_ticks(p.pid())).collect();
+    let window = Duration::from_secs(3);
+    std::thread::sleep(window);
+    // /proc counts in USER_HZ ticks, 100 per second on Linux (`getconf CLK_TCK`).
+    let ticks = 100.0;
+    for (i, p) in ps.iter().enumerate() {
+        let share = (cpu_ticks(p.pid()) - before[i]) as f64 / ticks / window.as_secs_f64();
+        // Idle is well under 1 % of a core; the bound is generous for a loaded CI machine.
+        assert!(
+            share < 0.15,
+            "{} ({}) used {:.0} % of a core at rest",
+            p.id,
+            if i == leader { "leader" } else { "follower" },
+            share * 100.0
+        );
+    }
+}

@@ -130,7 +130,10 @@ impl FileBackend {
         let notify = self.inner.notify.clone();
         let name = self.inner.lease_path.file_name().map(|n| n.to_os_string());
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Only changes wake the elector: reads (open, close-without-write) are Access
+            // events, and a follower reading the lease must not wake itself and the others.
             if let Ok(ev) = res
+                && !matches!(ev.kind, notify::EventKind::Access(_))
                 && ev
                     .paths
                     .iter()
