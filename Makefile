@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/crown
 DIR ?= .demo/file
 
-.PHONY: setup build run test lint bench bench-kube chaos clean-demo
+.PHONY: setup build run test lint bench bench-kube bench-smoke chaos clean-demo
 
 # demo, demo-parallel, kill-demo: the dashboard targets.
 include mk/tui.mk
@@ -27,11 +27,28 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	shellcheck scripts/*.sh examples/*.sh tests/sidecar/*.sh
 
-bench: build ## failover latency of the file backend beside flock(1), p50/p90/p99/max over 50 cycles (see docs/BENCHMARKS.md)
-	python3 scripts/bench-failover.py --runs 50 --bin $(BIN)
+bench: build ## every benchmark: failover per backend beside flock(1)/etcdctl/client-go (100 cycles), cost, scale; plots
+	scripts/install-deps.sh --tests --bench
+	mkdir -p target/bench
+	python3 scripts/bench-failover.py --bin $(BIN) --json target/bench/file.json
+	python3 scripts/bench-etcd.py --bin $(BIN) --json target/bench/etcd.json
+	python3 scripts/bench-kube.py --bin $(BIN) --json target/bench/kube.json
+	python3 scripts/plot-bench.py target/bench docs/img
+	python3 scripts/bench-cost.py --bin $(BIN) --json target/bench-cost.json
+	python3 scripts/bench-scale.py --bin $(BIN) --json target/bench-scale.json
 
 bench-kube: build ## the Kubernetes backend beside client-go on one real kube-apiserver
-	python3 scripts/bench-kube.py --runs 20 --crash-runs 8 --cost-seconds 30
+	python3 scripts/bench-kube.py --runs 20 --crash-runs 8 --go-default-graceful-runs 5 --go-default-crash-runs 3 --cost-seconds 30
+
+# The short versions, run by CI: every bench script end to end with a few cycles (debug binary).
+SMOKE := target/bench-smoke
+bench-smoke: ## every benchmark script with a few cycles (CI)
+	mkdir -p $(SMOKE)
+	python3 scripts/bench-failover.py --bin target/debug/crown --runs 5 --json $(SMOKE)/file.json
+	python3 scripts/bench-etcd.py --bin target/debug/crown --runs 5 --ctl-crash-runs 0 --json $(SMOKE)/etcd.json
+	python3 scripts/bench-kube.py --bin target/debug/crown --runs 3 --go-default-graceful-runs 2 --go-default-crash-runs 1 --cost-seconds 5 --json $(SMOKE)/kube.json
+	python3 scripts/bench-cost.py --bin target/debug/crown --seconds 5
+	python3 scripts/bench-scale.py --bin target/debug/crown --participants 20 --elections 2 --rounds 1 --steady-seconds 5
 
 CHAOS_FAULTS ?= 1000
 chaos: ## the full fault campaign: CHAOS_FAULTS (1000) random faults per backend, fenced log; tables in target/chaos/

@@ -5,15 +5,21 @@ Each cycle: find the leader, send it SIGTERM (graceful handoff: crown resigns; f
 SIGINT, on which it resigns) or SIGKILL (crash failover: the successor waits for the session
 lease to expire), and time until another participant is elected (crown: its BECAME LEADER log
 line with a higher term; etcdctl: the moment it prints its leader key). The victim is replaced
-so N participants always run. Prints p50 / p90 / p99 / max per scenario as a markdown table.
+so N participants always run. Prints p50 / p90 / p99 / max per scenario as a markdown table;
+with --json PATH, also writes every raw sample (the input of scripts/plot-bench.py).
 
 etcdctl elect (3.4) has no TTL flag: its session lease is fixed at 60 s, so its crash failover
-is that long by construction; it is measured only with --ctl-crash-runs N (default 0).
+takes 40-60 s by construction (the dead session's key lives until its lease, last kept alive
+up to 20 s before the kill, expires); it is measured --ctl-crash-runs times (default 3, about
+3 minutes), not --runs.
 
-Usage: scripts/bench-etcd.py [--runs 50] [--participants 3] [--bin target/release/crown]
+Usage: scripts/bench-etcd.py [--runs 100] [--graceful-runs N] [--crash-runs N] [--ctl-runs N]
+                             [--ctl-crash-runs 3] [--participants 3] [--bin target/release/crown]
                              [--endpoints host:port,...]   (default: start one with etcd-local.sh)
+                             [--json PATH]
+       (--graceful-runs, --crash-runs and --ctl-runs default to --runs)
 """
-import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
+import argparse, json, os, platform, signal, subprocess, sys, tempfile, threading, time
 from datetime import datetime, timezone
 
 TIMINGS = ["--lease-duration", "2s", "--renew-deadline", "1500ms", "--retry-period", "500ms"]
@@ -151,42 +157,123 @@ def pct(xs, q):
 
 def report(name, xs):
     if not xs:
-        print(f"| {name} | 0 | - | - | - | - |")
+        print(f"| {name} | 0 | - | - | - | - |", flush=True)
         return
     ms = [x * 1000 for x in xs]
     print(f"| {name} | {len(ms)} | {pct(ms, 50):.1f} | {pct(ms, 90):.1f} | {pct(ms, 99):.1f} | {max(ms):.1f} |",
           flush=True)
 
 
+def machine():
+    kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
+    return f"{os.cpu_count()} cores, {kb / 1048576:.1f} GiB, {platform.system()} {platform.release()}"
+
+
+def etcd_version(eps):
+    out = subprocess.run(["etcdctl", "--endpoints", eps, "endpoint", "status", "-w", "json"],
+                         capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3")).stdout
+    try:
+        versions = sorted({s["Status"]["version"] for s in json.loads(out)})
+    except (ValueError, KeyError, TypeError):
+        versions = []
+    return "etcd " + "/".join(versions) if versions else "etcd (version unknown)"
+
+
+class Samples:
+    """Every raw sample, rewritten to --json PATH after each scenario (a cut-short run keeps what it has)."""
+    def __init__(self, path, backend, server):
+        self.path = path
+        self.doc = {"backend": backend, "machine": machine(), "server": server, "scenarios": []}
+        self.t = time.time()
+
+    def add(self, name, tool, kind, timings, xs, note=None):
+        report(name, xs)
+        now = time.time()
+        print(f"bench-etcd: {name}: {len(xs)} cycles in {now - self.t:.1f} s", file=sys.stderr, flush=True)
+        self.t = now
+        sc = {"name": name, "tool": tool, "kind": kind, "timings": timings,
+              "samples_ms": [round(x * 1000, 3) for x in xs]}
+        if note:
+            sc["note"] = note
+        self.doc["scenarios"].append(sc)
+        if self.path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(self.path + ".tmp", "w") as f:
+                json.dump(self.doc, f, indent=1, ensure_ascii=False)
+            os.replace(self.path + ".tmp", self.path)
+
+
+def start_etcd(here, d, attempts=3):
+    """One loopback etcd via etcd-local.sh. Its free ports are chosen before etcd binds them, so a
+    busy machine (tests starting etcds too) can take one first: then etcd exits and etcd-local.sh
+    polls its health for minutes. Give each attempt 60 s, and try fresh ports up to `attempts` times."""
+    script = os.path.join(here, "etcd-local.sh")
+    for i in range(attempts):
+        try:
+            r = subprocess.run([script, "start", "--members", "1", "--dir", d], capture_output=True, text=True,
+                               timeout=60)
+            if r.returncode == 0 and r.stdout.strip():
+                return r.stdout.strip()
+            err = r.stderr.strip()
+        except subprocess.TimeoutExpired:
+            err = "not healthy within 60 s"
+        subprocess.run([script, "stop", "--dir", d], capture_output=True)
+        print(f"bench-etcd: local etcd did not start (attempt {i + 1}/{attempts}): {err}; logs in {d}",
+              file=sys.stderr)
+    raise SystemExit("bench-etcd: could not start a local etcd (see above); or pass --endpoints")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=100, help="cycles per scenario (default 100)")
+    ap.add_argument("--graceful-runs", type=int, help="crown graceful handoff cycles (default --runs)")
+    ap.add_argument("--crash-runs", type=int, help="crown crash failover cycles (default --runs)")
+    ap.add_argument("--ctl-runs", type=int, help="etcdctl elect graceful handoff cycles (default --runs)")
+    ap.add_argument("--ctl-crash-runs", type=int, default=3,
+                    help="etcdctl elect crash failover cycles (default 3: each takes 40-60 s, its fixed session TTL)")
     ap.add_argument("--participants", type=int, default=3)
     ap.add_argument("--bin", default="target/release/crown")
     ap.add_argument("--endpoints")
-    ap.add_argument("--ctl-crash-runs", type=int, default=0)
+    ap.add_argument("--json", metavar="PATH", help="also write every raw sample here (for scripts/plot-bench.py)")
     a = ap.parse_args()
+    graceful = a.runs if a.graceful_runs is None else a.graceful_runs
+    crash = a.runs if a.crash_runs is None else a.crash_runs
+    ctl = a.runs if a.ctl_runs is None else a.ctl_runs
     here = os.path.dirname(os.path.abspath(__file__))
     d = None
     eps = a.endpoints
     if not eps:
         d = tempfile.mkdtemp(prefix="crown-bench-etcd-")
-        eps = subprocess.run([os.path.join(here, "etcd-local.sh"), "start", "--members", "1", "--dir", d],
-                             check=True, capture_output=True, text=True).stdout.strip()
+        eps = start_etcd(here, d)
     try:
-        print(f"etcd at {eps}; {a.participants} participants; {a.runs} cycles each; "
-              f"crown timings lease 2s / renew 1.5s / retry 500ms; etcdctl session TTL 60 s (fixed)")
+        out = Samples(a.json, "etcd", etcd_version(eps) + (" (loopback, 1 member)" if d else f" at {eps}"))
+        why = (f"etcdctl elect crash failover: {a.ctl_crash_runs} cycles (--ctl-crash-runs)"
+               + (f", not {a.runs}" if a.ctl_crash_runs < a.runs else "")
+               + ": etcdctl elect's session TTL is fixed at 60 s, so each cycle waits 40-60 s for the dead "
+               "session's key to expire; the number measures that TTL, not the election.")
+        print(f"{out.doc['server']} at {eps}; {a.participants} participants; cycles: crown graceful {graceful}, "
+              f"etcdctl graceful {ctl}, crown crash {crash}, etcdctl crash {a.ctl_crash_runs}; "
+              f"crown timings lease 2s / renew 1.5s / retry 500ms; etcdctl session TTL 60 s (fixed); "
+              f"{out.doc['machine']}")
+        print(why)
         print()
         print("| scenario | runs | p50 ms | p90 ms | p99 ms | max ms |")
         print("|---|---|---|---|---|---|")
-        report("crown graceful handoff (SIGTERM → BECAME LEADER)",
-               bench_crown(a.bin, eps, a.runs, a.participants, signal.SIGTERM))
-        report("etcdctl elect graceful handoff (SIGINT → next prints its key)",
-               bench_ctl(eps, a.runs, a.participants, signal.SIGINT))
-        report("crown crash failover (kill -9 → BECAME LEADER; TTL 2 s)",
-               bench_crown(a.bin, eps, a.runs, a.participants, signal.SIGKILL))
-        report("etcdctl elect crash failover (kill -9 → next prints its key; TTL 60 s)",
-               bench_ctl(eps, a.ctl_crash_runs, a.participants, signal.SIGKILL) if a.ctl_crash_runs else [])
+        if graceful:
+            out.add("crown graceful handoff (SIGTERM → BECAME LEADER)", "crown", "graceful", "2s/1.5s/0.5s",
+                    bench_crown(a.bin, eps, graceful, a.participants, signal.SIGTERM))
+        if ctl:
+            out.add("etcdctl elect graceful handoff (SIGINT → next prints its key)", "etcdctl", "graceful",
+                    "TTL 60s (fixed)", bench_ctl(eps, ctl, a.participants, signal.SIGINT))
+        if crash:
+            out.add("crown crash failover (kill -9 → BECAME LEADER; TTL 2 s)", "crown", "crash", "2s/1.5s/0.5s",
+                    bench_crown(a.bin, eps, crash, a.participants, signal.SIGKILL))
+        out.add("etcdctl elect crash failover (kill -9 → next prints its key; TTL 60 s)", "etcdctl", "crash",
+                "TTL 60s (fixed)",
+                bench_ctl(eps, a.ctl_crash_runs, a.participants, signal.SIGKILL) if a.ctl_crash_runs else [],
+                note=why)
+        if a.json:
+            print(f"raw samples: {a.json}", file=sys.stderr)
     finally:
         if d:
             subprocess.run([os.path.join(here, "etcd-local.sh"), "stop", "--dir", d])

@@ -5,11 +5,14 @@ For each cycle: find the leader from the lease file, send it SIGKILL (crash fail
 (graceful handoff), and time until another participant logs BECAME LEADER with a higher term
 (timestamps from the same host clock). The victim is replaced so N participants always run.
 Prints p50 / p90 / p99 / max per scenario, and the `flock(1)` baseline (the kernel's floor for
-a blocking lock wait) measured the same way.
+a blocking lock wait) measured the same way. With --json PATH, also writes every raw sample
+(the input of scripts/plot-bench.py).
 
-Usage: scripts/bench-failover.py [--runs 50] [--participants 3] [--bin target/release/crown]
+Usage: scripts/bench-failover.py [--runs 100] [--crash-runs N] [--graceful-runs N] [--flock-runs N]
+                                 [--participants 3] [--bin target/release/crown] [--json PATH]
+       (--crash-runs, --graceful-runs and --flock-runs default to --runs)
 """
-import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
+import argparse, json, os, platform, signal, subprocess, sys, tempfile, threading, time
 from datetime import datetime
 
 def ts(s):
@@ -64,7 +67,32 @@ def pct(xs, q):
 
 def report(name, xs):
     ms = [x * 1000 for x in xs]
-    print(f"| {name} | {len(ms)} | {pct(ms,50):.1f} | {pct(ms,90):.1f} | {pct(ms,99):.1f} | {max(ms):.1f} |")
+    print(f"| {name} | {len(ms)} | {pct(ms,50):.1f} | {pct(ms,90):.1f} | {pct(ms,99):.1f} | {max(ms):.1f} |",
+          flush=True)
+
+def machine():
+    kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
+    return f"{os.cpu_count()} cores, {kb / 1048576:.1f} GiB, {platform.system()} {platform.release()}"
+
+class Samples:
+    """Every raw sample, rewritten to --json PATH after each scenario (a cut-short run keeps what it has)."""
+    def __init__(self, path, backend, server):
+        self.path = path
+        self.doc = {"backend": backend, "machine": machine(), "server": server, "scenarios": []}
+        self.t = time.time()
+
+    def add(self, name, tool, kind, timings, xs):
+        report(name, xs)
+        now = time.time()
+        print(f"bench-failover: {name}: {len(xs)} cycles in {now - self.t:.1f} s", file=sys.stderr, flush=True)
+        self.t = now
+        self.doc["scenarios"].append({"name": name, "tool": tool, "kind": kind, "timings": timings,
+                                      "samples_ms": [round(x * 1000, 3) for x in xs]})
+        if self.path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(self.path + ".tmp", "w") as f:
+                json.dump(self.doc, f, indent=1, ensure_ascii=False)
+            os.replace(self.path + ".tmp", self.path)
 
 def bench_crown(binary, runs, n, sig, timings):
     d = tempfile.mkdtemp(prefix="crown-bench-")
@@ -124,17 +152,37 @@ def bench_flock(runs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=100, help="cycles per scenario (default 100)")
+    ap.add_argument("--crash-runs", type=int, help="crown crash failover cycles (default --runs)")
+    ap.add_argument("--graceful-runs", type=int, help="crown graceful handoff cycles (default --runs)")
+    ap.add_argument("--flock-runs", type=int, help="flock(1) baseline cycles (default --runs)")
     ap.add_argument("--participants", type=int, default=3)
     ap.add_argument("--bin", default="target/release/crown")
+    ap.add_argument("--json", metavar="PATH", help="also write every raw sample here (for scripts/plot-bench.py)")
     a = ap.parse_args()
+    crash = a.runs if a.crash_runs is None else a.crash_runs
+    graceful = a.runs if a.graceful_runs is None else a.graceful_runs
+    flock = a.runs if a.flock_runs is None else a.flock_runs
     timings = []  # crown's defaults: 5s / 3s / 1s
-    print(f"crown file backend, {a.participants} participants, {a.runs} cycles each, defaults 5s/3s/1s")
+    fs = (subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", tempfile.gettempdir()], capture_output=True,
+                         text=True).stdout.strip()
+          or subprocess.run(["stat", "-f", "-c", "%T", tempfile.gettempdir()], capture_output=True,
+                            text=True).stdout.strip())
+    out = Samples(a.json, "file", f"local fs ({fs or 'unknown'} at {tempfile.gettempdir()})")
+    print(f"crown file backend, {a.participants} participants, defaults 5s/3s/1s; "
+          f"cycles: crash {crash}, graceful {graceful}, flock(1) {flock}; {out.doc['machine']}")
     print("| scenario | runs | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|")
-    report("crash failover (kill -9 → BECAME LEADER)", bench_crown(a.bin, a.runs, a.participants, signal.SIGKILL, timings))
-    report("graceful handoff (SIGTERM → BECAME LEADER)", bench_crown(a.bin, a.runs, a.participants, signal.SIGTERM, timings))
-    report("flock(1) baseline (kill holder → waiter runs)", bench_flock(min(a.runs, 50)))
+    if crash:
+        out.add("crash failover (kill -9 → BECAME LEADER)", "crown", "crash", "5s/3s/1s",
+                bench_crown(a.bin, crash, a.participants, signal.SIGKILL, timings))
+    if graceful:
+        out.add("graceful handoff (SIGTERM → BECAME LEADER)", "crown", "graceful", "5s/3s/1s",
+                bench_crown(a.bin, graceful, a.participants, signal.SIGTERM, timings))
+    if flock:
+        out.add("flock(1) baseline (kill holder → waiter runs)", "flock", "crash", "-", bench_flock(flock))
+    if a.json:
+        print(f"raw samples: {a.json}", file=sys.stderr)
 
 if __name__ == "__main__":
     main()

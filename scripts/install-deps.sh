@@ -3,8 +3,20 @@
 # does nothing (and touches no package index) when everything is already there.
 #   scripts/install-deps.sh          # what the demos need
 #   scripts/install-deps.sh --tests  # and what the tests need (a kube-apiserver built from Go)
+#   scripts/install-deps.sh --bench  # and what the benchmark plots need (python3-matplotlib)
+# --tests and --bench may be given together.
 # Needs: a Rust toolchain (rustup) already on the machine; Debian/Ubuntu apt for the rest.
 set -euo pipefail
+
+tests=0
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+  --tests) tests=1 ;;
+  --bench) bench=1 ;;
+  *) echo "install-deps: unknown argument $arg (usage: install-deps.sh [--tests] [--bench])" >&2; exit 2 ;;
+  esac
+done
 
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -21,6 +33,14 @@ have etcdctl || need+=(etcd-client)
 have openssl || need+=(openssl)
 have shellcheck || need+=(shellcheck)
 have python3 || need+=(python3)
+# scripts/plot-bench.py draws the benchmark PNGs with matplotlib: Debian's package, not pip. It
+# goes to /usr/bin/python3's dist-packages; when `python3` is another one (pyenv), plot-bench.py
+# runs itself again with /usr/bin/python3, so either having matplotlib is enough.
+matplotlib_ok() {
+  python3 -c 'import matplotlib' >/dev/null 2>&1 ||
+    { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1; }
+}
+if ((bench)) && ! matplotlib_ok; then need+=(python3-matplotlib); fi
 
 if ((${#need[@]})); then
   echo "install-deps: installing ${need[*]}"
@@ -30,7 +50,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # A real kube-apiserver for the Kubernetes tests, built once from Go modules into ~/.cache/crown.
-if [ "${1:-}" = --tests ]; then
+if ((tests)); then
 have go || { echo "install-deps: go not found: the kube-apiserver for the tests is built from Go modules" >&2; exit 1; }
 "$(dirname "$0")/kube-test-env.sh" build
 fi
