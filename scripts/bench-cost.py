@@ -28,8 +28,9 @@ kube-apiserver with scripts/kube-test-env.sh (its cached binary; `build` it firs
 Usage: scripts/bench-cost.py [--seconds 60] [--json PATH] [--backends file,etcd,kube]
                              [--participants 3] [--sample-interval 0.5] [--bin target/release/crown]
 """
-import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time
-import urllib.request
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, threading, time
+
+from benchlib import EtcdServer, KubeServer, cpu_ticks, parse_metrics, proc_status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HZ = os.sysconf("SC_CLK_TCK")
@@ -47,31 +48,6 @@ def log(msg):
 # /proc
 # ------------------------------------------------------------------------------------------------
 
-def cpu_ticks(pid):
-    """utime + stime of pid, in clock ticks (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return int(rest[11]) + int(rest[12])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def status(pid):
-    """VmRSS in KiB and Threads of pid (None, None if it is gone)."""
-    rss = threads = None
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Threads:"):
-                    threads = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, threads
-
-
 class Sampler:
     """Samples RSS of some pids every `interval` seconds in a thread; CPU from start/stop deltas."""
 
@@ -88,7 +64,7 @@ class Sampler:
 
     def _sample(self):
         for n, p in self.pids.items():
-            rss, thr = status(p)
+            rss, thr = proc_status(p)
             if rss is not None:
                 self.rss[n].append(rss)
                 self.threads[n] = thr
@@ -207,19 +183,6 @@ def stop_all(ps, grace=10):
 # backends
 # ------------------------------------------------------------------------------------------------
 
-METRIC_LINE = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)')
-LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
-def parse_metrics(text, names):
-    out = {}
-    for line in text.splitlines():
-        m = METRIC_LINE.match(line)
-        if m and m.group(1) in names:
-            out.setdefault(m.group(1), []).append((dict(LABEL.findall(m.group(2))), float(m.group(3))))
-    return out
-
-
 class FileBackend:
     name = "file"
 
@@ -273,27 +236,16 @@ class FileBackend:
         pass
 
 
-class EtcdBackend:
+class EtcdBackend(EtcdServer):
     name = "etcd"
 
     def __init__(self, tmp, _args):
-        self.dir = os.path.join(tmp, "etcd")
-        self.script = os.path.join(ROOT, "scripts", "etcd-local.sh")
-        r = subprocess.run([self.script, "start", "--members", "1", "--dir", self.dir], capture_output=True, text=True)
-        if r.returncode != 0:
-            self.close()
-            raise RuntimeError(f"etcd-local.sh start failed:\n{r.stderr[-2000:]}")
-        self.eps = r.stdout.strip()
+        super().__init__(tmp, "bench-cost")
         self.args = ["--backend", "etcd", "--endpoints", self.eps]
-        self.env = None
-        with open(os.path.join(self.dir, "m0.pid")) as f:
-            self.server_pids = {"etcd": int(f.read().strip())}
         log(f"etcd at {self.eps} (pid {self.server_pids['etcd']})")
 
     def counters(self):
-        with urllib.request.urlopen(f"http://{self.eps.split(',')[0]}/metrics", timeout=10) as r:
-            text = r.read().decode()
-        m = parse_metrics(text, {"grpc_server_started_total", "grpc_server_msg_received_total"})
+        m = parse_metrics(self.metrics(timeout=10), {"grpc_server_started_total", "grpc_server_msg_received_total"})
         out = {"started": {}, "msg_received": {}}
         for metric, key in (("grpc_server_started_total", "started"), ("grpc_server_msg_received_total", "msg_received")):
             for labels, v in m.get(metric, []):
@@ -311,45 +263,17 @@ class EtcdBackend:
         return {k: {m: c1[k][m] - self.c0[k].get(m, 0) for m in c1[k] if c1[k][m] - self.c0[k].get(m, 0) > 0}
                 for k in c1}
 
-    def close(self):
-        subprocess.run([self.script, "stop", "--dir", self.dir], capture_output=True)
 
-
-class KubeBackend:
+class KubeBackend(KubeServer):
     name = "kube"
 
     def __init__(self, tmp, _args):
-        self.dir = os.path.join(tmp, "kube")
-        self.script = os.path.join(ROOT, "scripts", "kube-test-env.sh")
-        self.closed = False
-        r = subprocess.run(["bash", self.script, "start", "--dir", self.dir, "--owner-pid", str(os.getpid())],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            self.close()
-            raise RuntimeError(f"kube-test-env.sh start failed:\n{r.stderr[-2000:]}")
-        self.envf = {}
-        with open(os.path.join(self.dir, "env")) as f:
-            for line in f:
-                m = re.match(r"export (\w+)=(.*)", line.strip())
-                if m:
-                    self.envf[m.group(1)] = m.group(2).strip("'\"")
-        self.env = dict(os.environ, KUBECONFIG=os.path.join(self.dir, "kubeconfig"))
-        self.kubectl = self.envf.get("CROWN_KUBECTL") or "kubectl"
-        self.server_pids = {"kube-apiserver": int(self.envf["CROWN_KUBE_APISERVER_PID"]),
-                            "apiserver-etcd": int(self.envf["CROWN_ETCD_PID"])}
-        subprocess.run([self.kubectl, "create", "namespace", "bench"], env=self.env, check=True, capture_output=True)
+        super().__init__(tmp, "bench")
         self.args = ["--backend", "kube", "--namespace", "bench"]
         log(f"kube-apiserver {self.envf.get('CROWN_KUBE_VERSION')} on port {self.envf.get('CROWN_KUBE_APISERVER_PORT')}")
 
     def counters(self):
-        text = subprocess.run([self.kubectl, "get", "--raw", "/metrics"], env=self.env, check=True,
-                              capture_output=True, text=True).stdout
-        out = {}
-        for labels, v in parse_metrics(text, {"apiserver_request_total"}).get("apiserver_request_total", []):
-            if labels.get("resource") in ("leases", "events"):
-                k = labels["resource"] + ":" + labels.get("verb", "?")
-                out[k] = out.get(k, 0) + v
-        return out
+        return {k: v for k, v in self.requests(timeout=None).items() if k.split(":")[0] in ("leases", "events")}
 
     def begin(self, _election, _ids=()):
         self.c0 = self.counters()
@@ -357,11 +281,6 @@ class KubeBackend:
     def end(self):
         c1 = self.counters()
         return {"requests": {k: c1[k] - self.c0.get(k, 0) for k in c1 if c1[k] - self.c0.get(k, 0) > 0}}
-
-    def close(self):
-        if not self.closed:
-            self.closed = True
-            subprocess.run(["bash", self.script, "stop", "--dir", self.dir], capture_output=True)
 
 
 BACKENDS = {"file": FileBackend, "etcd": EtcdBackend, "kube": KubeBackend}

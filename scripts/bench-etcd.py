@@ -19,17 +19,11 @@ Usage: scripts/bench-etcd.py [--runs 100] [--graceful-runs N] [--crash-runs N] [
                              [--json PATH]
        (--graceful-runs, --crash-runs and --ctl-runs default to --runs)
 """
-import argparse, json, os, platform, signal, subprocess, sys, tempfile, threading, time
-from datetime import datetime, timezone
+import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
+
+from benchlib import Samples, start_etcd, stop_etcd, ts
 
 TIMINGS = ["--lease-duration", "2s", "--renew-deadline", "1500ms", "--retry-period", "500ms"]
-
-
-def ts(s):
-    s = s.rstrip("Z")
-    main, _, frac = s.partition(".")
-    t = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
-    return t + (float("0." + frac) if frac else 0.0)
 
 
 class Crown:
@@ -150,25 +144,6 @@ def bench_ctl(eps, runs, n, sig):
     return lat
 
 
-def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
-
-
-def report(name, xs):
-    if not xs:
-        print(f"| {name} | 0 | - | - | - | - |", flush=True)
-        return
-    ms = [x * 1000 for x in xs]
-    print(f"| {name} | {len(ms)} | {pct(ms, 50):.1f} | {pct(ms, 90):.1f} | {pct(ms, 99):.1f} | {max(ms):.1f} |",
-          flush=True)
-
-
-def machine():
-    kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
-    return f"{os.cpu_count()} cores, {kb / 1048576:.1f} GiB, {platform.system()} {platform.release()}"
-
-
 def etcd_version(eps):
     out = subprocess.run(["etcdctl", "--endpoints", eps, "endpoint", "status", "-w", "json"],
                          capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3")).stdout
@@ -177,50 +152,6 @@ def etcd_version(eps):
     except (ValueError, KeyError, TypeError):
         versions = []
     return "etcd " + "/".join(versions) if versions else "etcd (version unknown)"
-
-
-class Samples:
-    """Every raw sample, rewritten to --json PATH after each scenario (a cut-short run keeps what it has)."""
-    def __init__(self, path, backend, server):
-        self.path = path
-        self.doc = {"backend": backend, "machine": machine(), "server": server, "scenarios": []}
-        self.t = time.time()
-
-    def add(self, name, tool, kind, timings, xs, note=None):
-        report(name, xs)
-        now = time.time()
-        print(f"bench-etcd: {name}: {len(xs)} cycles in {now - self.t:.1f} s", file=sys.stderr, flush=True)
-        self.t = now
-        sc = {"name": name, "tool": tool, "kind": kind, "timings": timings,
-              "samples_ms": [round(x * 1000, 3) for x in xs]}
-        if note:
-            sc["note"] = note
-        self.doc["scenarios"].append(sc)
-        if self.path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(self.path + ".tmp", "w") as f:
-                json.dump(self.doc, f, indent=1, ensure_ascii=False)
-            os.replace(self.path + ".tmp", self.path)
-
-
-def start_etcd(here, d, attempts=3):
-    """One loopback etcd via etcd-local.sh. Its free ports are chosen before etcd binds them, so a
-    busy machine (tests starting etcds too) can take one first: then etcd exits and etcd-local.sh
-    polls its health for minutes. Give each attempt 60 s, and try fresh ports up to `attempts` times."""
-    script = os.path.join(here, "etcd-local.sh")
-    for i in range(attempts):
-        try:
-            r = subprocess.run([script, "start", "--members", "1", "--dir", d], capture_output=True, text=True,
-                               timeout=60)
-            if r.returncode == 0 and r.stdout.strip():
-                return r.stdout.strip()
-            err = r.stderr.strip()
-        except subprocess.TimeoutExpired:
-            err = "not healthy within 60 s"
-        subprocess.run([script, "stop", "--dir", d], capture_output=True)
-        print(f"bench-etcd: local etcd did not start (attempt {i + 1}/{attempts}): {err}; logs in {d}",
-              file=sys.stderr)
-    raise SystemExit("bench-etcd: could not start a local etcd (see above); or pass --endpoints")
 
 
 def main():
@@ -239,14 +170,13 @@ def main():
     graceful = a.runs if a.graceful_runs is None else a.graceful_runs
     crash = a.runs if a.crash_runs is None else a.crash_runs
     ctl = a.runs if a.ctl_runs is None else a.ctl_runs
-    here = os.path.dirname(os.path.abspath(__file__))
     d = None
     eps = a.endpoints
     if not eps:
         d = tempfile.mkdtemp(prefix="crown-bench-etcd-")
-        eps = start_etcd(here, d)
+        eps = start_etcd(d, "bench-etcd")
     try:
-        out = Samples(a.json, "etcd", etcd_version(eps) + (" (loopback, 1 member)" if d else f" at {eps}"))
+        out = Samples(a.json, "etcd", etcd_version(eps) + (" (loopback, 1 member)" if d else f" at {eps}"), "bench-etcd")
         why = (f"etcdctl elect crash failover: {a.ctl_crash_runs} cycles (--ctl-crash-runs)"
                + (f", not {a.runs}" if a.ctl_crash_runs < a.runs else "")
                + ": etcdctl elect's session TTL is fixed at 60 s, so each cycle waits 40-60 s for the dead "
@@ -276,7 +206,7 @@ def main():
             print(f"raw samples: {a.json}", file=sys.stderr)
     finally:
         if d:
-            subprocess.run([os.path.join(here, "etcd-local.sh"), "stop", "--dir", d])
+            stop_etcd(d)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,9 @@ Usage: scripts/bench-failover.py [--runs 100] [--crash-runs N] [--graceful-runs 
                                  [--participants 3] [--bin target/release/crown] [--json PATH]
        (--crash-runs, --graceful-runs and --flock-runs default to --runs)
 """
-import argparse, json, os, platform, signal, subprocess, sys, tempfile, threading, time
-from datetime import datetime
+import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
 
-def ts(s):
-    # 2026-11-22T23:18:52.615619Z -> epoch seconds (float)
-    s = s.rstrip("Z")
-    main, _, frac = s.partition(".")
-    t = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=__import__("datetime").timezone.utc).timestamp()
-    return t + (float("0." + frac) if frac else 0.0)
+from benchlib import Samples, ts
 
 class P:
     def __init__(self, binary, d, pid_id, timings):
@@ -60,39 +54,6 @@ def wait_followers(ps, term, timeout=30):
                 if any(e.get("term") == term and e.get("event") in ("follower", "became_leader") for e in p.events):
                     break
             time.sleep(0.002)
-
-def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
-
-def report(name, xs):
-    ms = [x * 1000 for x in xs]
-    print(f"| {name} | {len(ms)} | {pct(ms,50):.1f} | {pct(ms,90):.1f} | {pct(ms,99):.1f} | {max(ms):.1f} |",
-          flush=True)
-
-def machine():
-    kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
-    return f"{os.cpu_count()} cores, {kb / 1048576:.1f} GiB, {platform.system()} {platform.release()}"
-
-class Samples:
-    """Every raw sample, rewritten to --json PATH after each scenario (a cut-short run keeps what it has)."""
-    def __init__(self, path, backend, server):
-        self.path = path
-        self.doc = {"backend": backend, "machine": machine(), "server": server, "scenarios": []}
-        self.t = time.time()
-
-    def add(self, name, tool, kind, timings, xs):
-        report(name, xs)
-        now = time.time()
-        print(f"bench-failover: {name}: {len(xs)} cycles in {now - self.t:.1f} s", file=sys.stderr, flush=True)
-        self.t = now
-        self.doc["scenarios"].append({"name": name, "tool": tool, "kind": kind, "timings": timings,
-                                      "samples_ms": [round(x * 1000, 3) for x in xs]})
-        if self.path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(self.path + ".tmp", "w") as f:
-                json.dump(self.doc, f, indent=1, ensure_ascii=False)
-            os.replace(self.path + ".tmp", self.path)
 
 def bench_crown(binary, runs, n, sig, timings):
     d = tempfile.mkdtemp(prefix="crown-bench-")
@@ -168,7 +129,7 @@ def main():
                          text=True).stdout.strip()
           or subprocess.run(["stat", "-f", "-c", "%T", tempfile.gettempdir()], capture_output=True,
                             text=True).stdout.strip())
-    out = Samples(a.json, "file", f"local fs ({fs or 'unknown'} at {tempfile.gettempdir()})")
+    out = Samples(a.json, "file", f"local fs ({fs or 'unknown'} at {tempfile.gettempdir()})", "bench-failover")
     print(f"crown file backend, {a.participants} participants, defaults 5s/3s/1s; "
           f"cycles: crash {crash}, graceful {graceful}, flock(1) {flock}; {out.doc['machine']}")
     print("| scenario | runs | p50 ms | p90 ms | p99 ms | max ms |")

@@ -25,7 +25,9 @@ Usage: scripts/bench-kube.py [--runs 100] [--graceful-runs N] [--crash-runs N]
   --go-default-crash-runs                client-go with its defaults, kill -9 (default 10: each cycle waits
                                          out its 15 s lease, ~17 s; 100 would take ~30 minutes)
 """
-import argparse, json, os, platform, random, re, signal, subprocess, sys, tempfile, threading, time
+import argparse, json, os, random, signal, subprocess, sys, tempfile, threading, time
+
+from benchlib import KubeServer, Samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CROWN = os.path.join(ROOT, "target", "release", "crown")
@@ -103,60 +105,9 @@ def wait_leader(ps, t, timeout=60):
         time.sleep(0.002)
     raise SystemExit("no leader")
 
-def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
-
-def row(name, xs):
-    ms = [x * 1000 for x in xs]
-    if not ms:
-        return f"| {name} | 0 | - | - | - | - |"
-    return f"| {name} | {len(ms)} | {pct(ms,50):.0f} | {pct(ms,90):.0f} | {pct(ms,99):.0f} | {max(ms):.0f} |"
-
-def machine():
-    kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
-    return f"{os.cpu_count()} cores, {kb / 1048576:.1f} GiB, {platform.system()} {platform.release()}"
-
-class Samples:
-    """Every raw sample, rewritten to --json PATH after each scenario (a cut-short run keeps what it has)."""
-    def __init__(self, path, backend, server):
-        self.path = path
-        self.rows = []
-        self.doc = {"backend": backend, "machine": machine(), "server": server, "scenarios": []}
-        self.t = time.time()
-
-    def add(self, name, tool, kind, timings, xs, note=None):
-        self.rows.append(row(name, xs))
-        now = time.time()
-        print(f"bench-kube: {self.rows[-1]} ({len(xs)} cycles in {now - self.t:.0f} s)", file=sys.stderr, flush=True)
-        self.t = now
-        sc = {"name": name, "tool": tool, "kind": kind, "timings": timings,
-              "samples_ms": [round(x * 1000, 3) for x in xs]}
-        if note:
-            sc["note"] = note
-        self.doc["scenarios"].append(sc)
-        self.save()
-
-    def save(self):
-        if self.path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            with open(self.path + ".tmp", "w") as f:
-                json.dump(self.doc, f, indent=1, ensure_ascii=False)
-            os.replace(self.path + ".tmp", self.path)
-
-def kubectl(env, *args):
-    return subprocess.run(["kubectl", *args], env=env, check=True, capture_output=True, text=True).stdout
-
-def requests(env):
-    text = kubectl(env, "get", "--raw", "/metrics")
-    total = {}
-    for line in text.splitlines():
-        if line.startswith("apiserver_request_total{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            if labels.get("resource") in ("leases", "events"):
-                key = labels["resource"] + ":" + labels["verb"]
-                total[key] = total.get(key, 0) + float(line.rsplit(" ", 1)[1])
-    return total
+def requests(srv):
+    """apiserver requests on leases and events so far, by "resource:verb"."""
+    return {k: v for k, v in srv.requests().items() if k.split(":")[0] in ("leases", "events")}
 
 def cycles(make, n_runs, sig, timings_env, retry):
     if n_runs <= 0:
@@ -212,16 +163,14 @@ def main():
     else:
         subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     go_bin = subprocess.run(["bash", os.path.join(ROOT, "scripts/build-clientgo.sh")], check=True, capture_output=True, text=True).stdout.strip()
-    d = tempfile.mkdtemp(prefix="crown-bench-kube-")
-    subprocess.run(["bash", os.path.join(ROOT, "scripts/kube-test-env.sh"), "start", "--dir", d], check=True, capture_output=True)
+    srv = KubeServer(tempfile.mkdtemp(prefix="crown-bench-kube-"), "bench")
     try:
-        env = dict(os.environ, KUBECONFIG=os.path.join(d, "kubeconfig"))
-        kubectl(env, "create", "namespace", "bench")
+        env = srv.env
         fast = ["--lease-duration", "2s", "--renew-deadline", "1500ms", "--retry-period", "500ms"]
         defaults_crown = ["--lease-duration", "5s", "--renew-deadline", "3s", "--retry-period", "1s"]
         defaults_go = ["--lease-duration", "15s", "--renew-deadline", "10s", "--retry-period", "2s"]
-        version = open(os.path.join(d, 'env')).read().split('CROWN_KUBE_VERSION=')[1].split()[0]
-        out = Samples(a.json, "kube", f"kube-apiserver {version}")
+        version = srv.envf["CROWN_KUBE_VERSION"]
+        out = Samples(a.json, "kube", f"kube-apiserver {version}", "bench-kube", digits=0, echo=False)
         out.doc["cost"] = []
         def fresh():
             subprocess.run(["kubectl", "-n", "bench", "delete", "lease", "--all"], env=env, capture_output=True)
@@ -272,9 +221,9 @@ def main():
             fresh()
             ps = [make(i) for i in range(3)]
             time.sleep(5)  # settle: one leader, members published
-            r0 = requests(env)
+            r0 = requests(srv)
             time.sleep(a.cost_seconds)
-            r1 = requests(env)
+            r1 = requests(srv)
             for p in ps:
                 p.p.send_signal(signal.SIGTERM)
             for p in ps:
@@ -290,7 +239,7 @@ def main():
         if a.json:
             print(f"raw samples: {a.json}", file=sys.stderr)
     finally:
-        subprocess.run(["bash", os.path.join(ROOT, "scripts/kube-test-env.sh"), "stop", "--dir", d], capture_output=True)
+        srv.close()
 
 if __name__ == "__main__":
     main()

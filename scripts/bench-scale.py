@@ -28,8 +28,8 @@ Usage: scripts/bench-scale.py [--participants 200] [--elections 10] [--rounds 5]
                               [--stagger 0.02] [--bin target/release/crown]
 """
 import argparse, json, os, re, resource, selectors, shutil, signal, subprocess, sys, tempfile, threading, time
-import urllib.request
-from datetime import datetime, timezone
+
+from benchlib import EtcdServer, KubeServer, cpu_ticks, parse_metrics, pct, proc_status, ts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HZ = os.sysconf("SC_CLK_TCK")
@@ -41,36 +41,9 @@ def log(msg):
     print(f"bench-scale: {msg}", file=sys.stderr, flush=True)
 
 
-def ts(s):
-    s = s.rstrip("Z")
-    main, _, frac = s.partition(".")
-    t = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
-    return t + (float("0." + frac) if frac else 0.0)
-
-
 # ------------------------------------------------------------------------------------------------
 # /proc
 # ------------------------------------------------------------------------------------------------
-
-def cpu_ticks(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return int(rest[11]) + int(rest[12])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
 
 # ------------------------------------------------------------------------------------------------
 # participants: one reader thread multiplexes every stderr pipe with a selector
@@ -254,45 +227,21 @@ class Fleet:
 # backends
 # ------------------------------------------------------------------------------------------------
 
-METRIC_LINE = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)')
-LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
-def parse_metrics(text, names):
-    out = {}
-    for line in text.splitlines():
-        m = METRIC_LINE.match(line)
-        if m and m.group(1) in names:
-            out.setdefault(m.group(1), []).append((dict(LABEL.findall(m.group(2))), float(m.group(3))))
-    return out
-
-
 def diff(c0, c1):
     return {k: c1[k] - c0.get(k, 0) for k in c1 if c1[k] - c0.get(k, 0) > 0}
 
 
-class Etcd:
+class Etcd(EtcdServer):
     name = "etcd"
 
     def __init__(self, tmp):
-        self.dir = os.path.join(tmp, "etcd")
-        self.script = os.path.join(ROOT, "scripts", "etcd-local.sh")
-        r = subprocess.run([self.script, "start", "--members", "1", "--dir", self.dir], capture_output=True, text=True)
-        if r.returncode != 0:
-            self.close()
-            raise RuntimeError(f"etcd-local.sh start failed:\n{r.stderr[-2000:]}")
-        self.eps = r.stdout.strip()
-        with open(os.path.join(self.dir, "m0.pid")) as f:
-            self.server_pids = {"etcd": int(f.read().strip())}
+        super().__init__(tmp, "bench-scale")
         self.args = ["--backend", "etcd", "--endpoints", self.eps]
-        self.env = None
         self.ctl_env = dict(os.environ, ETCDCTL_API="3")
         log(f"etcd at {self.eps} (pid {self.server_pids['etcd']})")
 
     def counters(self):
-        with urllib.request.urlopen(f"http://{self.eps.split(',')[0]}/metrics", timeout=20) as r:
-            text = r.read().decode()
-        m = parse_metrics(text, {"grpc_server_started_total", "grpc_server_msg_received_total"})
+        m = parse_metrics(self.metrics(timeout=20), {"grpc_server_started_total", "grpc_server_msg_received_total"})
         out = {}
         for metric, kind in (("grpc_server_started_total", "rpc"), ("grpc_server_msg_received_total", "msg")):
             for labels, v in m.get(metric, []):
@@ -319,46 +268,19 @@ class Etcd:
                 out[m.group(1)] = out.get(m.group(1), 0) + 1
         return out
 
-    def close(self):
-        subprocess.run([self.script, "stop", "--dir", self.dir], capture_output=True)
 
-
-class Kube:
+class Kube(KubeServer):
     name = "kube"
     NAMESPACE = "bench-scale"
 
     def __init__(self, tmp):
-        self.dir = os.path.join(tmp, "kube")
-        self.script = os.path.join(ROOT, "scripts", "kube-test-env.sh")
-        self.closed = False
-        r = subprocess.run(["bash", self.script, "start", "--dir", self.dir, "--owner-pid", str(os.getpid())],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            self.close()
-            raise RuntimeError(f"kube-test-env.sh start failed:\n{r.stderr[-2000:]}")
-        self.envf = {}
-        with open(os.path.join(self.dir, "env")) as f:
-            for line in f:
-                m = re.match(r"export (\w+)=(.*)", line.strip())
-                if m:
-                    self.envf[m.group(1)] = m.group(2).strip("'\"")
-        self.env = dict(os.environ, KUBECONFIG=os.path.join(self.dir, "kubeconfig"))
-        self.kubectl = self.envf.get("CROWN_KUBECTL") or "kubectl"
-        self.server_pids = {"kube-apiserver": int(self.envf["CROWN_KUBE_APISERVER_PID"]),
-                            "apiserver-etcd": int(self.envf["CROWN_ETCD_PID"])}
-        subprocess.run([self.kubectl, "create", "namespace", self.NAMESPACE], env=self.env, check=True, capture_output=True)
+        super().__init__(tmp, self.NAMESPACE)
         self.args = ["--backend", "kube", "--namespace", self.NAMESPACE]
         log(f"kube-apiserver {self.envf.get('CROWN_KUBE_VERSION')} on port {self.envf.get('CROWN_KUBE_APISERVER_PORT')} "
             f"(pid {self.server_pids['kube-apiserver']}, etcd pid {self.server_pids['apiserver-etcd']})")
 
     def counters(self):
-        text = subprocess.run([self.kubectl, "get", "--raw", "/metrics"], env=self.env, check=True,
-                              capture_output=True, text=True, timeout=60).stdout
-        out = {}
-        for labels, v in parse_metrics(text, {"apiserver_request_total"}).get("apiserver_request_total", []):
-            k = labels.get("resource", "") + ":" + labels.get("verb", "?")
-            out[k] = out.get(k, 0) + v
-        return out
+        return self.requests(timeout=60)
 
     def summarize(self, d):
         crown = {k: v for k, v in d.items() if k.split(":")[0] in ("leases", "events")}
@@ -368,11 +290,6 @@ class Kube:
     def queued(self, _prefix):
         return None
 
-    def close(self):
-        if not self.closed:
-            self.closed = True
-            subprocess.run(["bash", self.script, "stop", "--dir", self.dir], capture_output=True)
-
 
 BACKENDS = {"etcd": Etcd, "kube": Kube}
 
@@ -380,11 +297,6 @@ BACKENDS = {"etcd": Etcd, "kube": Kube}
 # ------------------------------------------------------------------------------------------------
 # the benchmark
 # ------------------------------------------------------------------------------------------------
-
-def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
-
 
 def summary(ms):
     if not ms:
@@ -473,10 +385,10 @@ class Bench:
 
         def sample():
             for k, pid in server.items():
-                r = rss_kib(pid)
+                r = proc_status(pid)[0]
                 if r is not None:
                     srv_rss[k].append(r)
-            vals = [rss_kib(p.pid) for p in parts]
+            vals = [proc_status(p.pid)[0] for p in parts]
             part_rss.append(sum(v for v in vals if v is not None))
 
         c0 = be.counters()

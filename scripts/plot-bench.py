@@ -34,15 +34,12 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
+from benchlib import pct  # the scripts' own percentile
+
 CROWN_COLOR = "#1f77b4"
 REF_COLOR = "#ff7f0e"
 KIND_ORDER = {"graceful": 0, "crash": 1}
 REFERENCE = {"file": "flock(1)", "etcd": "etcdctl elect", "kube": "client-go"}
-
-
-def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
 def fmt(v):
