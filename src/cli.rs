@@ -71,7 +71,8 @@ pub enum OnLoss {
 #[derive(Clone, Debug, Args)]
 pub struct SidecarArgs {
     /// How long the child gets between SIGTERM and SIGKILL when leadership ends. Must be
-    /// less than lease duration − renew deadline [default: 5s, or 80% of that margin if less].
+    /// less than lease duration − renew deadline [default: 5s, or 80% of that margin if less;
+    /// at most 1 day].
     #[arg(long, value_parser = parse_duration, env = "CROWN_GRACE")]
     pub grace: Option<Duration>,
     /// When the child exits on its own while leading: exit (release, then exit with its
@@ -224,13 +225,13 @@ pub fn default_dir() -> PathBuf {
 pub struct TimingArgs {
     /// How long followers wait, on their own clock, after the lease last changed before
     /// taking over a holder that stopped renewing.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", env = "CROWN_LEASE_DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5s", env = "CROWN_LEASE_DURATION")]
     pub lease_duration: Duration,
     /// A leader that has not renewed for this long steps down (must be < lease duration).
-    #[arg(long, value_parser = parse_duration, default_value = "3s", env = "CROWN_RENEW_DEADLINE")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "3s", env = "CROWN_RENEW_DEADLINE")]
     pub renew_deadline: Duration,
     /// Interval between renewals and re-reads (renew deadline must be > 1.2 × this).
-    #[arg(long, value_parser = parse_duration, default_value = "1s", env = "CROWN_RETRY_PERIOD")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "1s", env = "CROWN_RETRY_PERIOD")]
     pub retry_period: Duration,
 }
 
@@ -268,7 +269,8 @@ pub struct RunArgs {
     /// Timings.
     #[command(flatten)]
     pub timing: TimingArgs,
-    /// Participant id, unique within the election [default: $POD_NAME, else <hostname>-<pid>].
+    /// Participant id, unique within the election [default: $POD_NAME, else <hostname>-<pid>,
+    /// shortened with a hash when the host name is too long for an id].
     #[arg(long, env = "POD_NAME")]
     pub id: Option<String>,
     /// Log format.
@@ -309,10 +311,11 @@ pub struct TuiArgs {
     /// duration stored in the lease record wins when there is one).
     #[command(flatten)]
     pub timing: TimingArgs,
-    /// How often to read the backend.
-    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    /// How often to read the backend (at most 1 day).
+    #[arg(long, value_parser = parse_positive_duration, default_value = "200ms")]
     pub refresh: Duration,
-    /// Where the dashboard writes its own log [default: $TMPDIR/crown-tui.log].
+    /// Where the dashboard writes its own log (never through a symlink) [default:
+    /// $XDG_STATE_HOME/crown/tui.log, else ~/.local/state/crown/tui.log].
     #[arg(long)]
     pub log_file: Option<PathBuf>,
 }
@@ -345,26 +348,86 @@ pub struct DemoArgs {
     #[arg(long)]
     pub chaos: bool,
     /// Interval between chaos kills.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5s")]
     pub chaos_interval: Duration,
     /// Print log lines instead of the dashboard even on a terminal.
     #[arg(long)]
     pub headless: bool,
-    /// How often to read the backend.
-    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    /// How often to read the backend (at most 1 day).
+    #[arg(long, value_parser = parse_positive_duration, default_value = "200ms")]
     pub refresh: Duration,
 }
 
-/// Parses `5s`, `250ms`, `1m30s`, or a bare number of seconds.
+/// The longest duration any flag accepts (lease duration, renew deadline, retry period,
+/// grace, refresh, waits): one day. Longer values are typos, and bounding them keeps every
+/// deadline computed from them (`Instant + duration`) far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses `5s`, `250ms`, `1m30s`, or a bare number of seconds, from 0 up to
+/// [`MAX_DURATION`] (1 day).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = if let Ok(secs) = s.trim().parse::<f64>() {
+        if secs.is_nan() || secs < 0.0 {
+            return Err(format!("invalid duration {s:?}: must be >= 0"));
         }
-        return Err(format!("invalid duration {s:?}: must be >= 0"));
+        // Compared as f64 first: `Duration::from_secs_f64` panics on huge values.
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(too_long(s));
+        }
+        Duration::from_secs_f64(secs)
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 5s, 250ms)"))?
+    };
+    if d > MAX_DURATION {
+        return Err(too_long(s));
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 5s, 250ms)"))
+    Ok(d)
+}
+
+/// Like [`parse_duration`], but zero is refused too (periods, timings).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn too_long(s: &str) -> String {
+    format!("invalid duration {s:?}: must be at most 1 day (24h)")
+}
+
+/// The default participant id, `<hostname>-<pid>`, made to fit the id rules (1–63 letters,
+/// digits, `.`, `_`, `-`, not starting with `.`) for any host name: other characters become
+/// `-`, and a host name too long to fit is cut and followed by a hash of the whole name, so
+/// two long names with the same beginning still give different ids.
+pub fn default_id(host: &str, pid: u32) -> String {
+    const MAX: usize = 63;
+    let clean: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean.trim_start_matches('.');
+    let clean = if clean.is_empty() { "host" } else { clean };
+    let suffix = format!("-{pid}");
+    if clean.len() + suffix.len() <= MAX {
+        return format!("{clean}{suffix}");
+    }
+    // FNV-1a (64 bit) of the original name: stable across Rust versions and platforms.
+    let hash = host.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let hash = format!("-{:08x}", hash as u32);
+    let keep = MAX - suffix.len() - hash.len();
+    // `clean` is ASCII, so any byte index is a char boundary.
+    format!("{}{hash}{suffix}", &clean[..keep])
 }
 
 #[cfg(test)]
@@ -384,5 +447,69 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("NaN").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded_and_never_panic() {
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("86400").unwrap(), MAX_DURATION);
+        for s in [
+            "1e300",
+            "1e20",
+            "1.8e19",
+            "inf",
+            "86401",
+            "25h",
+            "2days",
+            "1000000000000000000000s",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains("invalid duration"), "{s}: {e}");
+        }
+        assert!(
+            parse_duration("1e300")
+                .unwrap_err()
+                .contains("at most 1 day")
+        );
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(
+            parse_positive_duration("0s")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert_eq!(
+            parse_positive_duration("1ms").unwrap(),
+            Duration::from_millis(1)
+        );
+    }
+
+    fn valid_id(id: &str) -> bool {
+        crate::backend::validate_election_name(id).is_ok()
+    }
+
+    #[test]
+    fn default_id_fits_the_rules_for_any_host_name() {
+        assert_eq!(default_id("vm", 42), "vm-42");
+        let long = "a".repeat(60);
+        let id = default_id(&long, 4_194_304);
+        assert!(valid_id(&id), "{id}");
+        assert_eq!(id.len(), 63);
+        assert!(id.ends_with("-4194304"), "{id}");
+        // Same beginning, different names: different ids.
+        let other = format!("{}b", "a".repeat(70));
+        assert_ne!(default_id(&long, 7), default_id(&other, 7));
+        assert_eq!(default_id(&long, 7), default_id(&long, 7), "stable");
+        for host in [
+            "x".repeat(253),
+            "node-1.eu-west-1.compute.internal.example.org.very-long-domain-name".into(),
+            ".hidden".into(),
+            "".into(),
+            "über host/\n\u{1b}".into(),
+            "...".into(),
+        ] {
+            let id = default_id(&host, u32::MAX);
+            assert!(valid_id(&id), "{host:?} -> {id:?}");
+        }
     }
 }

@@ -25,7 +25,7 @@ fn main() {
     let code = match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("crown: error: {}", f.message);
+            eprintln!("crown: error: {}", report::escape(&f.message));
             f.code
         }
     };
@@ -41,8 +41,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Status(args) => {
             participant::init_logging(crown::cli::LogFormat::Text);
-            let b = participant::observe_backend(&args.backend).await?;
-            let r = report::status(b.as_ref(), &args.backend.election).await?;
+            let wait = args.backend.wait_for_backend;
+            let connect = wait + std::time::Duration::from_secs(5);
+            let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
+            let read = async { Ok(report::status(b.as_ref(), &args.backend.election).await?) };
+            let r = report::bounded(report::read_limit(wait), read).await?;
             match args.output {
                 OutputFormat::Json => {
                     println!("{}", serde_json::to_string_pretty(&r).expect("serializes"))
@@ -55,8 +58,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Demo(args) => crown::tui::run_demo(args).await,
         Command::History(args) => {
             participant::init_logging(crown::cli::LogFormat::Text);
-            let b = participant::observe_backend(&args.backend).await?;
-            let rows = report::history(b.as_ref()).await?;
+            let wait = args.backend.wait_for_backend;
+            let connect = wait + std::time::Duration::from_secs(5);
+            let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
+            let read = async { Ok(report::history(b.as_ref()).await?) };
+            let rows = report::bounded(report::read_limit(wait), read).await?;
             match args.output {
                 OutputFormat::Json => println!(
                     "{}",

@@ -62,7 +62,7 @@ pub fn identity(id: Option<&str>) -> Result<Identity, Failure> {
     let pid = std::process::id();
     let id = match id {
         Some(id) => id.to_string(),
-        None => format!("{host}-{pid}"),
+        None => crate::cli::default_id(&host, pid),
     };
     validate_election_name(&id)
         .map_err(|_| Failure::new(exit::CONFIG, format!("invalid participant id {id:?}: use 1-63 letters, digits, '.', '_' or '-', not starting with '.'")))?;
@@ -162,7 +162,9 @@ pub fn init_logging(format: LogFormat) {
             .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
                 |w, field, value| {
                     if field.name() == "message" {
-                        write!(w, "{value:?}")
+                        // Ids, hosts and errors may come from the backend: one event, one
+                        // line, no terminal control.
+                        write!(w, "{}", crate::report::escape(&format!("{value:?}")))
                     } else {
                         Ok(())
                     }
@@ -172,7 +174,12 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-fn member(me: &Identity, s: &Status, started_at: jiff::Timestamp) -> Member {
+fn member(
+    me: &Identity,
+    s: &Status,
+    started_at: jiff::Timestamp,
+    process: Option<crate::election::ProcessStamp>,
+) -> Member {
     Member {
         id: me.id.clone(),
         pid: me.pid,
@@ -182,6 +189,7 @@ fn member(me: &Identity, s: &Status, started_at: jiff::Timestamp) -> Member {
         last_heartbeat: jiff::Timestamp::now(),
         started_at,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        process,
     }
 }
 
@@ -352,6 +360,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
 
     // Heartbeats: every retry period and on every role change.
     let started_at = jiff::Timestamp::now();
+    // Lets the dashboard confirm it is this process before it signals our pid.
+    let stamp = crate::tui::procfs::own_stamp(&args.backend.election);
     let hb = {
         let backend = backend.clone();
         let me = me.clone();
@@ -366,7 +376,12 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                     r = status.changed() => if r.is_err() { break },
                     _ = shutdown.cancelled() => break,
                 }
-                let m = member(&me, &status.borrow_and_update().clone(), started_at);
+                let m = member(
+                    &me,
+                    &status.borrow_and_update().clone(),
+                    started_at,
+                    stamp.clone(),
+                );
                 if let Err(e) = backend.publish_member(&m).await {
                     tracing::warn!("[{}] heartbeat failed: {e}", me.id);
                 }

@@ -12,6 +12,32 @@ use crate::backend::{Backend, BackendError, LeaseView};
 use crate::election::{EndKind, Grant, Member, Role, Term};
 use jiff::Timestamp;
 use serde::Serialize;
+use std::borrow::Cow;
+
+/// Whether `c` must not reach a terminal or a log line raw: control characters (C0 including
+/// ESC, BEL, CR, LF, TAB; DEL; C1) and the bidirectional overrides that reorder what is shown.
+fn unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` made safe to print as text: control characters are escaped as Rust does (`\n`,
+/// `\u{1b}`), so a value read from a backend can neither drive the terminal (set its title,
+/// clear the screen) nor forge a log line. Everything else, emoji included, is kept; a string
+/// with nothing to escape is borrowed as is.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// The leader in a status report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -26,6 +52,31 @@ pub struct StatusLeader {
     pub host: Option<String>,
     /// Grant time.
     pub since: Option<Timestamp>,
+}
+
+/// How long a one-shot read (`crown status`, `crown history`) may take once the backend is
+/// open: `--wait-for-backend`, at least 1 s.
+pub fn read_limit(wait_for_backend: std::time::Duration) -> std::time::Duration {
+    wait_for_backend.max(std::time::Duration::from_secs(1))
+}
+
+/// Runs a one-shot command's backend work within `limit`: a read that never answers (a FIFO
+/// in the election directory, a hung mount, a server that accepts and never replies) ends
+/// with one line and exit code 4 instead of hanging.
+pub async fn bounded<T>(
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, crate::participant::Failure>>,
+) -> Result<T, crate::participant::Failure> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::participant::Failure::new(
+            crate::exit::BACKEND_UNAVAILABLE,
+            format!(
+                "no answer from the backend within {}: a read is stuck (a FIFO or device in the election directory, a hung mount, an unanswering server?)",
+                humantime::format_duration(limit)
+            ),
+        )),
+    }
 }
 
 /// A member in a status report.
@@ -97,15 +148,19 @@ pub async fn status(backend: &dyn Backend, election: &str) -> Result<StatusRepor
 
 /// Renders a status report as text.
 pub fn status_text(r: &StatusReport) -> String {
-    let mut s = format!("election  {} ({})\n", r.election, r.backend);
+    let mut s = format!(
+        "election  {} ({})\n",
+        escape(&r.election),
+        escape(&r.backend)
+    );
     match &r.leader {
         Some(l) => {
             s += &format!(
                 "leader    {} (term {}, pid {}, host {}, since {})\n",
-                l.id,
+                escape(&l.id),
                 l.term,
                 l.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                l.host.as_deref().unwrap_or("-"),
+                escape(l.host.as_deref().unwrap_or("-")),
                 l.since.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
             )
         }
@@ -120,11 +175,11 @@ pub fn status_text(r: &StatusReport) -> String {
         for m in &r.members {
             s += &format!(
                 "  {:<24} {:<10} {:>6} {:>8} {:<16} {:>8}ms\n",
-                m.id,
+                escape(&m.id),
                 m.role.to_string(),
                 m.term.0,
                 m.pid,
-                m.host,
+                escape(&m.host),
                 m.heartbeat_age_ms
             );
         }
@@ -187,7 +242,7 @@ pub fn history_text(rows: &[HistoryRow]) -> String {
         s += &format!(
             "{:>6}  {:<24} {:<32} {:>10}  {}\n",
             g.term.0,
-            g.holder,
+            escape(&g.holder),
             g.acquired_at.to_string(),
             g.gap_ms
                 .map(|ms| format!("{ms} ms"))
@@ -198,4 +253,67 @@ pub fn history_text(rows: &[HistoryRow]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_keeps_text_and_escapes_controls() {
+        assert!(matches!(escape("p1 👑 über-host"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a\u{1b}]0;title\u{7}b\u{1b}[2J\nINFO forged\r\t\u{7f}\u{9b}\u{202e}"),
+            "a\\u{1b}]0;title\\u{7}b\\u{1b}[2J\\nINFO forged\\r\\t\\u{7f}\\u{9b}\\u{202e}"
+        );
+    }
+
+    #[test]
+    fn status_and_history_text_carry_no_control_bytes() {
+        let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\nleader    forged";
+        let r = StatusReport {
+            election: "crown".into(),
+            backend: "file".into(),
+            leader: Some(StatusLeader {
+                id: evil.into(),
+                term: Term(3),
+                pid: Some(1),
+                host: Some(evil.into()),
+                since: None,
+            }),
+            members: vec![StatusMember {
+                id: evil.into(),
+                pid: 1,
+                host: evil.into(),
+                role: Role::Follower,
+                term: Term(3),
+                heartbeat_age_ms: 5,
+            }],
+        };
+        let text = status_text(&r);
+        assert!(
+            !text.chars().any(|c| c != '\n' && unsafe_char(c)),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), 5, "{text}");
+        let rows = vec![HistoryRow {
+            grant: Grant {
+                term: Term(3),
+                holder: evil.into(),
+                acquired_at: Timestamp::UNIX_EPOCH,
+                pid: None,
+                host: None,
+                previous_holder: None,
+                previous_end: None,
+                gap_ms: None,
+            },
+            ended: None,
+        }];
+        let text = history_text(&rows);
+        assert!(
+            !text.chars().any(|c| c != '\n' && unsafe_char(c)),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
 }

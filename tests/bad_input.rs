@@ -42,6 +42,54 @@ fn bad_flags_exit_2() {
     fails(&["frobnicate"], 2, "unrecognized subcommand");
 }
 
+/// Out-of-range durations are clap errors (exit 2) with a clear message, never a panic: every
+/// duration flag and its environment fallback shares one bounded parser (at most 1 day).
+#[test]
+fn huge_durations_exit_2() {
+    let d = tempdir();
+    let dir = d.path().to_str().unwrap();
+    for args in [
+        &["run", "--dir", dir, "--lease-duration", "1e300"][..],
+        &["run", "--dir", dir, "--grace", "1e300", "--", "true"],
+        &["tui", "--dir", dir, "--refresh", "1e300"],
+        &["demo", "--dir", dir, "--refresh", "1e300"],
+        &["demo", "--dir", dir, "--chaos-interval", "1e300"],
+        &["demo", "--dir", dir, "--duration", "1e300"],
+        &["status", "--dir", dir, "--wait-for-backend", "1e300"],
+        &[
+            "run",
+            "--dir",
+            dir,
+            "--lease-duration",
+            "1.8e19",
+            "--renew-deadline",
+            "9.3e18",
+            "--retry-period",
+            "1",
+        ],
+        &["run", "--dir", dir, "--lease-duration", "25h"],
+    ] {
+        fails(args, 2, "must be at most 1 day");
+    }
+    let (c, out, err) = crown_env(
+        &["run", "--dir", dir],
+        &[("CROWN_RETRY_PERIOD".into(), "1e20".into())],
+    );
+    assert_eq!(c, 2, "CROWN_RETRY_PERIOD=1e20: exit {c}: {err}");
+    assert!(err.contains("must be at most 1 day"), "{err}");
+    assert!(!err.contains("panicked") && out.is_empty(), "{err}");
+    fails(
+        &["tui", "--dir", dir, "--refresh", "0"],
+        2,
+        "must be greater than zero",
+    );
+    fails(
+        &["run", "--dir", dir, "--retry-period", "0s"],
+        2,
+        "must be greater than zero",
+    );
+}
+
 #[test]
 fn timings_that_break_the_rule_exit_3() {
     let d = tempdir();

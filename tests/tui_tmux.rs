@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crown");
 const WAIT: Duration = Duration::from_secs(60);
+/// Tests run in parallel: one tmux server each.
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 struct Tmux {
     socket: String,
@@ -28,7 +30,11 @@ impl Tmux {
             _ => panic!("install tmux: apt-get install -y tmux"),
         }
         let mut t = Tmux {
-            socket: format!("crown-test-{}", std::process::id()),
+            socket: format!(
+                "crown-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             socket_path: None,
         };
         let (w, h) = (width.to_string(), height.to_string());
@@ -313,4 +319,83 @@ fn dashboard_kill_pause_resume_quit() {
         "tui_tmux: passed in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Issue 12 row 10: a hand-written lease names an unrelated `sleep 300` on this host. `k`
+/// refuses (no heartbeat confirms that pid) and says why; `y` after it kills nothing.
+#[test]
+fn dashboard_never_kills_a_process_named_only_by_a_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("election");
+    std::fs::create_dir(&dir).unwrap();
+    let mut sleep = Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = sleep.id();
+    let now = jiff::Timestamp::now();
+    let host = crown::participant::hostname();
+    let rec = serde_json::json!({
+        "holder": "ghost", "term": 7, "acquired_at": now, "renewed_at": now,
+        "lease_duration_ms": 3_600_000, "pid": pid, "host": host, "revision": 1
+    });
+    std::fs::write(dir.join("crown.lease"), rec.to_string()).unwrap();
+    let exit_file = tmp.path().join("tui.exit");
+    let cmd = format!(
+        "XDG_STATE_HOME='{}' '{BIN}' tui --dir '{}'; echo $? > '{}'",
+        tmp.path().join("state").display(),
+        dir.display(),
+        exit_file.display()
+    );
+    let tmux = Tmux::start(&cmd, 120, 30);
+    tmux.wait_for("the hand-written leader", |s| {
+        (header_leader(s)? == ("ghost".to_string(), 7)).then_some(())
+    });
+    tmux.send("k");
+    tmux.wait_for("the refusal", |s| {
+        s.contains("k: no heartbeat of ghost confirms its pid")
+            .then_some(())
+    });
+    tmux.send("y");
+    tmux.send("q");
+    wait_until("the dashboard to exit", || exit_file.exists());
+    let alive = running(pid);
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert!(
+        alive,
+        "the dashboard killed an unrelated process (pid {pid})"
+    );
+}
+
+/// Issue 12 row 13: a FIFO named `crown.lease`: the dashboard still draws, shows the backend
+/// problem, and `q` quits at once.
+#[test]
+fn dashboard_quits_while_a_backend_read_is_stuck() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("election");
+    std::fs::create_dir(&dir).unwrap();
+    nix::unistd::mkfifo(
+        &dir.join("crown.lease"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let exit_file = tmp.path().join("tui.exit");
+    let cmd = format!(
+        "XDG_STATE_HOME='{}' '{BIN}' tui --dir '{}'; echo $? > '{}'",
+        tmp.path().join("state").display(),
+        dir.display(),
+        exit_file.display()
+    );
+    let tmux = Tmux::start(&cmd, 120, 30);
+    // Either the backend refuses the FIFO or the read is reported stuck.
+    tmux.wait_for("the backend problem on screen", |s| {
+        s.contains("backend:").then_some(())
+    });
+    let t0 = Instant::now();
+    tmux.send("q");
+    wait_until("the dashboard to quit", || exit_file.exists());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "q took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
 }

@@ -246,4 +246,20 @@ pub struct Member {
     pub started_at: Timestamp,
     /// crown version.
     pub version: String,
+    /// What identifies the process that wrote this heartbeat (absent in heartbeats of older
+    /// versions): the dashboard signals `pid` only while the live process there matches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessStamp>,
+}
+
+/// What identifies a participant's process beyond its pid, which the kernel reuses: its start
+/// time and the boot it runs in, and the election it campaigns in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessStamp {
+    /// Start time of the process in clock ticks since boot (field 22 of `/proc/PID/stat`).
+    pub start_time: u64,
+    /// `/proc/sys/kernel/random/boot_id` of the host it runs on.
+    pub boot_id: String,
+    /// The election it campaigns in.
+    pub election: String,
 }

@@ -1,26 +1,36 @@
-//! The dashboard's loop: one `tokio::select!` over terminal input, a refresh tick, child
+//! The dashboard's loop: one `tokio::select!` over terminal input, backend snapshots, child
 //! exits (demo), signals, and the optional chaos and stop timers. Everything it notices goes
 //! into [`State`]; on a terminal it redraws, headless it prints the new event lines (and the
 //! demo participants' log lines, prefixed by their id).
+//!
+//! The loop never awaits the backend: a reader task ([`spawn_reader`]) reads it every refresh
+//! period and sends each snapshot over a channel, so quit keys and signals work even while a
+//! read is stuck (a FIFO in the election directory, a hung mount, an unanswering server); a
+//! read stuck for longer than [`Options::read_timeout`] shows as a backend error.
 
 use super::demo::{self, Demo, Exit};
 use super::input::{Action, action};
 use super::render::render;
 use super::state::{LogKind, LogLine, Snapshot, State, Target};
 use super::terminal::TerminalGuard;
-use crate::backend::Backend;
+use crate::backend::{Backend, LeaseView};
 use crate::participant::Failure;
 use crate::{exit, participant};
 use crossterm::event::{Event as TermEvent, EventStream};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use nix::sys::signal::Signal;
-use std::collections::BTreeSet;
+use ratatui::Terminal;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+
+/// How long a backend read may take before the dashboard reports it as stuck.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the loop runs.
 pub struct Options {
@@ -32,6 +42,113 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Kill -9 the leader (and restart it) at this interval.
     pub chaos: Option<Duration>,
+    /// A backend read taking longer than this shows as an error (the reader keeps waiting
+    /// for it and never starts a second one meanwhile).
+    pub read_timeout: Duration,
+}
+
+/// One read of the backend, as the reader task sends it: when, and what it found.
+#[derive(Debug)]
+pub struct Read {
+    /// When the read finished (or was found stuck).
+    pub at: jiff::Timestamp,
+    /// The snapshot, or the error to show.
+    pub result: Result<Snapshot, String>,
+}
+
+/// Reads the backend once: lease, heartbeats, history; then checks, on this host, which
+/// heartbeat pids are gone and whether the process at the leader's pid matches its heartbeat.
+pub async fn read_snapshot(
+    backend: &dyn Backend,
+    host: &str,
+    election: &str,
+) -> Result<Snapshot, String> {
+    let read = async {
+        let lease = backend.lease().await?;
+        let members = backend.members().await?;
+        let history = backend.history().await?;
+        Ok::<_, crate::backend::BackendError>((lease, members, history))
+    };
+    let (lease, members, history) = read.await.map_err(|e| e.to_string())?;
+    let holder = match &lease {
+        LeaseView::Record(r) if r.is_held() => Some(r.holder.as_str()),
+        _ => None,
+    };
+    let mut dead_pids = BTreeSet::new();
+    let mut mismatched = BTreeMap::new();
+    for m in members.iter().filter(|m| m.host == host) {
+        if !demo::exists(m.pid) {
+            dead_pids.insert(m.pid);
+        } else if Some(m.id.as_str()) == holder
+            && let Some(stamp) = &m.process
+            && let Err(why) = super::procfs::verify(m.pid, stamp, election)
+        {
+            mismatched.insert(m.pid, why);
+        }
+    }
+    Ok(Snapshot {
+        lease,
+        members,
+        history,
+        dead_pids,
+        mismatched,
+    })
+}
+
+/// Starts the reader task: a snapshot every `refresh`, sent to the returned channel. One read
+/// at a time: a read that takes longer than `timeout` is reported as stuck (once per stuck
+/// read) and waited for, never abandoned for a second one that would block too. The task
+/// ends when the receiver is dropped.
+pub fn spawn_reader(
+    backend: Arc<dyn Backend>,
+    host: String,
+    election: String,
+    refresh: Duration,
+    timeout: Duration,
+) -> (mpsc::Receiver<Read>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(refresh);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let read = read_snapshot(backend.as_ref(), &host, &election);
+            tokio::pin!(read);
+            let result = tokio::select! {
+                r = &mut read => r,
+                _ = tokio::time::sleep(timeout) => {
+                    let stuck = Read {
+                        at: jiff::Timestamp::now(),
+                        result: Err(format!(
+                            "read stuck: no answer for {} (a FIFO or device in the election directory, a hung mount, an unanswering server?); still waiting",
+                            super::state::fmt_duration(timeout)
+                        )),
+                    };
+                    if tx.send(stuck).await.is_err() {
+                        return;
+                    }
+                    read.await
+                }
+            };
+            let done = Read {
+                at: jiff::Timestamp::now(),
+                result,
+            };
+            if tx.send(done).await.is_err() {
+                return;
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The dashboard and what it controls.
@@ -54,32 +171,11 @@ impl App {
         }
     }
 
-    async fn refresh(&mut self) {
-        let now = jiff::Timestamp::now();
-        let read = async {
-            let lease = self.backend.lease().await?;
-            let members = self.backend.members().await?;
-            let history = self.backend.history().await?;
-            Ok::<_, crate::backend::BackendError>((lease, members, history))
-        };
-        match read.await {
-            Ok((lease, members, history)) => {
-                let dead_pids: BTreeSet<u32> = members
-                    .iter()
-                    .filter(|m| m.host == self.state.host && !demo::exists(m.pid))
-                    .map(|m| m.pid)
-                    .collect();
-                self.state.apply(
-                    Snapshot {
-                        lease,
-                        members,
-                        history,
-                        dead_pids,
-                    },
-                    now,
-                );
-            }
-            Err(e) => self.state.apply_error(now, e.to_string()),
+    /// Applies one read from the reader task.
+    pub fn apply_read(&mut self, read: Read) {
+        match read.result {
+            Ok(snap) => self.state.apply(snap, read.at),
+            Err(e) => self.state.apply_error(read.at, e),
         }
         if let Some(p) = &self.state.paused
             && !demo::exists(p.pid)
@@ -93,7 +189,17 @@ impl App {
         }
     }
 
+    /// Sends `sig` to `t` if the live process at its pid is still the participant its
+    /// heartbeat described (checked in `/proc` right before the signal); otherwise refuses and
+    /// says why.
     fn send(&mut self, t: &Target, sig: Signal, what: &str) -> bool {
+        if let Err(why) = super::procfs::verify(t.pid, &t.stamp, &self.state.election) {
+            self.state.log(
+                LogKind::Warn,
+                format!("refused {sig} to {} (pid {}): {why}", t.id, t.pid),
+            );
+            return false;
+        }
         match demo::signal(t.pid, sig) {
             Ok(()) => {
                 self.state.log(LogKind::Action, what.to_string());
@@ -270,6 +376,13 @@ impl App {
         let mut sigterm = signal(SignalKind::terminate()).map_err(internal)?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(internal)?;
         let mut sighup = signal(SignalKind::hangup()).map_err(internal)?;
+        let signals = async move {
+            tokio::select! {
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sigint.recv() => "SIGINT",
+                _ = sighup.recv() => "SIGHUP",
+            }
+        };
         let mut term = if opts.headless {
             None
         } else {
@@ -277,15 +390,56 @@ impl App {
                 Failure::new(exit::INTERNAL, format!("cannot set up the terminal: {e}"))
             })?)
         };
-        let mut input = term.as_ref().map(|_| EventStream::new());
-        let mut tick = tokio::time::interval(opts.refresh);
+        let input = term.as_ref().map(|_| EventStream::new());
+        let why = self
+            .run_loop(
+                &opts,
+                &mut exits,
+                term.as_mut().map(|t| &mut t.terminal),
+                input,
+                signals,
+            )
+            .await?;
+        // Leave the screen first, so what follows is readable.
+        drop(term);
+        self.finish(&opts, &mut exits, why).await;
+        Ok(exit::OK)
+    }
+
+    /// The loop itself, over any ratatui backend and any stream of terminal events (tests use
+    /// a `TestBackend` and a channel). Returns why it stopped: a quit key, `stop` resolving
+    /// (signals), the duration, or the terminal going away. Never awaits the backend.
+    pub async fn run_loop<B, I>(
+        &mut self,
+        opts: &Options,
+        exits: &mut mpsc::UnboundedReceiver<Exit>,
+        mut terminal: Option<&mut Terminal<B>>,
+        mut input: Option<I>,
+        stop: impl Future<Output = &'static str>,
+    ) -> Result<&'static str, Failure>
+    where
+        B: ratatui::backend::Backend,
+        I: Stream<Item = std::io::Result<TermEvent>> + Unpin,
+    {
+        let (mut reads, reader) = spawn_reader(
+            self.backend.clone(),
+            self.state.host.clone(),
+            self.state.election.clone(),
+            opts.refresh,
+            opts.read_timeout,
+        );
+        let _reader = AbortOnDrop(reader);
+        // The screen ticks on its own (ages, "held for") even while reads are stuck.
+        let mut tick = tokio::time::interval(opts.refresh.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let stop_at = opts.duration.map(|d| Instant::now() + d);
+        let stop_at = opts.duration.and_then(|d| Instant::now().checked_add(d));
         let mut chaos = opts.chaos.map(|d| {
-            let mut i = tokio::time::interval_at(Instant::now() + d, d);
+            let start = Instant::now().checked_add(d).unwrap_or_else(Instant::now);
+            let mut i = tokio::time::interval_at(start, d);
             i.set_missed_tick_behavior(MissedTickBehavior::Delay);
             i
         });
+        tokio::pin!(stop);
         let mut why = "quit";
         loop {
             tokio::select! {
@@ -311,7 +465,8 @@ impl App {
                         break;
                     }
                 },
-                _ = tick.tick() => self.refresh().await,
+                Some(read) = reads.recv() => self.apply_read(read),
+                _ = tick.tick() => self.state.tick(jiff::Timestamp::now()),
                 Some(e) = exits.recv() => self.child_exited(&e),
                 _ = async {
                     match chaos.as_mut() {
@@ -325,21 +480,25 @@ impl App {
                         None => std::future::pending().await,
                     }
                 } => { why = "duration reached"; break; }
-                _ = sigterm.recv() => { why = "SIGTERM"; break; }
-                _ = sigint.recv() => { why = "SIGINT"; break; }
-                _ = sighup.recv() => { why = "SIGHUP"; break; }
+                w = &mut stop => { why = w; break; }
             }
             self.flush_lines(opts.headless);
-            if let Some(t) = term.as_mut() {
+            if let Some(t) = terminal.as_mut() {
                 let state = &self.state;
-                t.terminal
-                    .draw(|f| render(f, state))
+                t.draw(|f| render(f, state))
                     .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot draw: {e}")))?;
             }
         }
-        // Leave the screen first, so what follows is readable.
-        drop(input);
-        drop(term);
+        Ok(why)
+    }
+
+    /// After the loop: resumes anything paused and stops the demo's participants.
+    async fn finish(
+        &mut self,
+        opts: &Options,
+        exits: &mut mpsc::UnboundedReceiver<Exit>,
+        why: &str,
+    ) {
         self.state.tick(jiff::Timestamp::now());
         self.state.log(LogKind::Info, format!("stopping ({why})"));
         if let Some(p) = self.state.paused.take() {
@@ -349,7 +508,7 @@ impl App {
         self.flush_lines(opts.headless);
         if let Some(mut d) = self.demo.take() {
             let mut lines = vec![];
-            d.shutdown(&mut exits, Duration::from_secs(4), |e| {
+            d.shutdown(exits, Duration::from_secs(4), |e| {
                 lines.push(format!("{} (pid {}) ended: {}", e.id, e.pid, e.how))
             })
             .await;
@@ -361,11 +520,10 @@ impl App {
             if !opts.headless {
                 eprintln!(
                     "crown demo: stopped; logs in {}",
-                    participant_logs_hint(&self)
+                    participant_logs_hint(self)
                 );
             }
         }
-        Ok(exit::OK)
     }
 }
 
@@ -373,7 +531,9 @@ impl Drop for App {
     /// On panic: a participant the dashboard paused must not stay stopped. (The demo's own
     /// Drop guard kills its participants.)
     fn drop(&mut self) {
-        if let Some(p) = self.state.paused.take() {
+        if let Some(p) = self.state.paused.take()
+            && super::procfs::verify(p.pid, &p.stamp, &self.state.election).is_ok()
+        {
             let _ = demo::signal(p.pid, Signal::SIGCONT);
         }
     }
@@ -391,4 +551,133 @@ fn participant_logs_hint(app: &App) -> String {
 /// This host's name as participants record it.
 pub fn this_host() -> String {
     participant::hostname()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{AcquireRequest, BackendError, Outcome};
+    use crate::election::lease::Observer;
+    use crate::election::{Grant, Member, Term};
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ratatui::backend::TestBackend;
+
+    /// A backend whose every read hangs for ever, like a FIFO named `crown.lease`.
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl Backend for Stuck {
+        fn kind(&self) -> &'static str {
+            "stuck"
+        }
+        async fn try_acquire_or_renew(
+            &self,
+            _: AcquireRequest,
+            _: &mut Observer,
+        ) -> Result<Outcome, BackendError> {
+            std::future::pending().await
+        }
+        async fn release(&self, _: Term) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+        async fn lease(&self) -> Result<LeaseView, BackendError> {
+            std::future::pending().await
+        }
+        async fn publish_member(&self, _: &Member) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+        async fn remove_member(&self, _: &str) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+        async fn members(&self) -> Result<Vec<Member>, BackendError> {
+            std::future::pending().await
+        }
+        async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+            std::future::pending().await
+        }
+    }
+
+    fn opts() -> Options {
+        Options {
+            refresh: Duration::from_millis(50),
+            headless: false,
+            duration: None,
+            chaos: None,
+            read_timeout: Duration::from_millis(200),
+        }
+    }
+
+    fn key(c: char) -> std::io::Result<TermEvent> {
+        Ok(TermEvent::Key(KeyEvent::new(
+            KeyCode::Char(c),
+            KeyModifiers::NONE,
+        )))
+    }
+
+    fn app() -> App {
+        let state = State::new("crown", "stuck", "box", false, jiff::Timestamp::now());
+        App::new(Arc::new(Stuck), state, None)
+    }
+
+    #[tokio::test]
+    async fn quit_works_while_every_backend_read_hangs() {
+        let mut app = app();
+        let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        let (keys, input) = futures::channel::mpsc::unbounded();
+        let (_tx, mut exits) = mpsc::unbounded_channel();
+        let o = opts();
+        let run = app.run_loop(
+            &o,
+            &mut exits,
+            Some(&mut term),
+            Some(input),
+            std::future::pending(),
+        );
+        let press = async {
+            // Long enough for the reader to report the stuck read.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            keys.unbounded_send(key('q')).unwrap();
+            std::future::pending::<()>().await
+        };
+        let why = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                r = run => r,
+                _ = press => unreachable!(),
+            }
+        })
+        .await
+        .expect("q must quit while the backend hangs")
+        .unwrap();
+        assert_eq!(why, "quit");
+        let stuck = app
+            .state
+            .events
+            .iter()
+            .filter(|e| e.text.contains("read stuck"))
+            .count();
+        assert_eq!(stuck, 1, "{:?}", app.state.events);
+        assert!(!app.state.loaded);
+    }
+
+    #[tokio::test]
+    async fn a_signal_stops_the_loop_while_every_backend_read_hangs() {
+        let mut app = app();
+        let (_tx, mut exits) = mpsc::unbounded_channel();
+        let mut o = opts();
+        o.headless = true;
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "SIGTERM"
+        };
+        let why = tokio::time::timeout(
+            Duration::from_secs(5),
+            app.run_loop::<TestBackend, futures::channel::mpsc::UnboundedReceiver<_>>(
+                &o, &mut exits, None, None, stop,
+            ),
+        )
+        .await
+        .expect("a signal must stop the dashboard while the backend hangs")
+        .unwrap();
+        assert_eq!(why, "SIGTERM");
+    }
 }

@@ -6,7 +6,6 @@
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -129,7 +128,8 @@ impl Demo {
     /// Starts participant `id` (appending to its log). Returns its pid.
     pub fn spawn(&mut self, id: &str) -> io::Result<u32> {
         let path = self.log_path(id);
-        let log = OpenOptions::new().create(true).append(true).open(&path)?;
+        let log = super::open_append_nofollow(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         self.tails
             .entry(id.to_string())
             .or_insert_with(|| log.metadata().map(|m| m.len()).unwrap_or(0));

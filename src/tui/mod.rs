@@ -6,13 +6,16 @@
 //! - [`render`]: `render(frame, &State)`, pure;
 //! - [`app`]: the `tokio::select!` loop that reads, signals and draws;
 //! - [`demo`]: the demo's child processes;
-//! - [`terminal`]: raw mode and alternate screen, restored by a Drop guard and a panic hook.
+//! - [`terminal`]: raw mode and alternate screen, restored by a Drop guard and a panic hook;
+//! - [`procfs`]: who is behind a pid, so signals reach only confirmed participants.
 //!
-//! The dashboard never writes to the screen outside ratatui: its log goes to a file.
+//! The dashboard never writes to the screen outside ratatui: its log goes to a file in a
+//! private directory ([`default_log_path`]), opened without following symlinks.
 
 pub mod app;
 pub mod demo;
 pub mod input;
+pub mod procfs;
 pub mod render;
 pub mod state;
 pub mod terminal;
@@ -24,28 +27,114 @@ use crate::participant::{self, Failure};
 use app::{App, Options};
 use state::State;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Sends this process's log to `path` (appending), never to the screen.
-pub fn init_file_logging(path: &Path) -> Result<(), Failure> {
-    use tracing_subscriber::EnvFilter;
+/// Opens `path` for appending, created 0600, without following a symlink (the last component
+/// may not be one) and without blocking on a FIFO; anything but a regular file is refused.
+pub fn open_append_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    use nix::libc;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| {
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::other("it is a symlink (not followed)"),
+            Some(libc::ENXIO) => std::io::Error::other("it is a FIFO"),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// The dashboard log's default place: `$XDG_STATE_HOME/crown/tui.log`, else
+/// `~/.local/state/crown/tui.log`, else `$XDG_RUNTIME_DIR/crown/tui.log`. The `crown`
+/// directory is created 0700 and must be a directory (not a symlink) of ours that nobody else
+/// can write to. Never a shared, predictable name in `/tmp`.
+pub fn default_log_path() -> Result<PathBuf, Failure> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let base = var("XDG_STATE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".local/state")))
+        .or_else(|| var("XDG_RUNTIME_DIR"))
+        .ok_or_else(|| {
             Failure::new(
                 exit::CONFIG,
-                format!("cannot write the dashboard log {}: {e}", path.display()),
+                "no private place for the dashboard log ($XDG_STATE_HOME, $HOME and $XDG_RUNTIME_DIR are unset): give --log-file",
             )
         })?;
+    let dir = base.join("crown");
+    let fail = |what: String| {
+        Failure::new(
+            exit::CONFIG,
+            format!(
+                "dashboard log directory {}: {what}; give --log-file",
+                dir.display()
+            ),
+        )
+    };
+    std::fs::create_dir_all(&base).map_err(|e| fail(format!("cannot create its parent: {e}")))?;
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(format!("cannot create it: {e}"))),
+    }
+    let md = std::fs::symlink_metadata(&dir).map_err(|e| fail(e.to_string()))?;
+    // Our effective uid: `/proc/self` belongs to it.
+    let me = std::fs::metadata("/proc/self")
+        .map_err(|e| fail(format!("cannot read /proc/self: {e}")))?
+        .uid();
+    if !md.file_type().is_dir() {
+        return Err(fail("not a directory (a symlink?)".into()));
+    }
+    if md.uid() != me || md.mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "owned by uid {} with mode {:04o}, but must be ours (uid {me}) and writable by nobody else",
+            md.uid(),
+            md.mode() & 0o7777
+        )));
+    }
+    Ok(dir.join("tui.log"))
+}
+
+/// Sends this process's log to `path` (appending; see [`open_append_nofollow`]), never to the
+/// screen. Control characters in messages are escaped, as in `crown run`'s text logs.
+pub fn init_file_logging(path: &Path) -> Result<(), Failure> {
+    use tracing_subscriber::EnvFilter;
+    let file = open_append_nofollow(path).map_err(|e| {
+        Failure::new(
+            exit::CONFIG,
+            format!("cannot write the dashboard log {}: {e}", path.display()),
+        )
+    })?;
     let filter = EnvFilter::try_from_env("CROWN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Mutex::new(file))
         .with_ansi(false)
         .with_target(false)
+        .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+            |w, field, value| {
+                if field.name() == "message" {
+                    write!(w, "{}", crate::report::escape(&format!("{value:?}")))
+                } else {
+                    write!(
+                        w,
+                        " {}={}",
+                        field.name(),
+                        crate::report::escape(&format!("{value:?}"))
+                    )
+                }
+            },
+        ))
         .try_init();
     Ok(())
 }
@@ -73,10 +162,10 @@ fn new_state(election: &str, backend: String, demo: bool, t: &TimingArgs, log: &
 /// `crown tui`.
 pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
     config(&args.timing)?;
-    let log = args
-        .log_file
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("crown-tui.log"));
+    let log = match &args.log_file {
+        Some(p) => p.clone(),
+        None => default_log_path()?,
+    };
     init_file_logging(&log)?;
     let backend = participant::observe_backend(&args.backend).await?;
     let state = new_state(
@@ -96,6 +185,7 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
                 headless,
                 duration: None,
                 chaos: None,
+                read_timeout: app::READ_TIMEOUT,
             },
             rx,
         )
@@ -192,6 +282,7 @@ pub async fn run_demo(args: DemoArgs) -> Result<i32, Failure> {
                 headless,
                 duration: args.duration,
                 chaos: args.chaos.then_some(args.chaos_interval),
+                read_timeout: app::READ_TIMEOUT,
             },
             exits,
         )

@@ -498,8 +498,8 @@ mod tests {
     use super::*;
     use crate::backend::LeaseView;
     use crate::election::EndKind;
-    use crate::tui::state::tests::{grant, member, record, ts};
-    use crate::tui::state::{LogKind, Snapshot, Target};
+    use crate::tui::state::tests::{grant, member, record, target, ts};
+    use crate::tui::state::{LogKind, Snapshot};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use std::collections::BTreeSet;
@@ -530,6 +530,7 @@ mod tests {
                 members: members("2025-01-01T12:00:04.950Z"),
                 history: vec![grant(1, "p1", "2025-01-01T12:00:01Z", None)],
                 dead_pids: BTreeSet::new(),
+                mismatched: Default::default(),
             },
             ts("2025-01-01T12:00:05Z"),
         );
@@ -551,13 +552,11 @@ mod tests {
                     ),
                 ],
                 dead_pids: [101].into(),
+                mismatched: Default::default(),
             },
             ts("2025-01-01T12:00:05.500Z"),
         );
-        s.paused = Some(Target {
-            id: "p2".into(),
-            pid: 102,
-        });
+        s.paused = Some(target("p2", 102));
         s.log(LogKind::Action, "paused p2 (pid 102): SIGSTOP");
         m[2].role = Role::Leader;
         m[2].term = crate::election::Term(3);
@@ -582,6 +581,7 @@ mod tests {
                     ),
                 ],
                 dead_pids: [101].into(),
+                mismatched: Default::default(),
             },
             ts("2025-01-01T12:00:10Z"),
         );
@@ -640,6 +640,7 @@ mod tests {
                     Some(("pod-b", EndKind::Released, 3)),
                 )],
                 dead_pids: BTreeSet::new(),
+                mismatched: Default::default(),
             },
             ts("2025-01-01T12:00:00Z"),
         );
@@ -649,10 +650,7 @@ mod tests {
     #[test]
     fn confirm_kill_120x40() {
         let mut s = busy();
-        s.confirm_kill = Some(Target {
-            id: "p3".into(),
-            pid: 103,
-        });
+        s.confirm_kill = Some(target("p3", 103));
         insta::assert_snapshot!(draw(&s, 120, 40).backend());
     }
 

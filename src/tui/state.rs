@@ -3,8 +3,8 @@
 //! testable without a clock, a terminal or a backend.
 
 use crate::backend::LeaseView;
-use crate::election::{EndKind, Grant, LeaderInfo, Member, Role, Term};
-use crate::report::{HistoryRow, history_rows};
+use crate::election::{EndKind, Grant, LeaderInfo, Member, ProcessStamp, Role, Term};
+use crate::report::{HistoryRow, escape, history_rows};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -13,13 +13,16 @@ use std::time::Duration;
 /// How many event lines the dashboard keeps.
 pub const EVENT_CAPACITY: usize = 500;
 
-/// A process the dashboard may signal.
+/// A process the dashboard may signal: a pid confirmed by a heartbeat, with what identifies
+/// the process (checked against `/proc` again right before any signal).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// Participant id.
     pub id: String,
     /// Its pid.
     pub pid: u32,
+    /// What its heartbeat says identifies the process.
+    pub stamp: ProcessStamp,
 }
 
 /// What kind of line an event is (its colour).
@@ -105,6 +108,22 @@ pub struct Snapshot {
     pub history: Vec<Grant>,
     /// Pids on this host known to be gone (others unknown or alive).
     pub dead_pids: BTreeSet<u32>,
+    /// Pids on this host whose live process does not match its heartbeat, with why (a reused
+    /// pid, not a `crown run`, another election): never signalled.
+    pub mismatched: BTreeMap<u32, String>,
+}
+
+/// What identifies one writer of an id's heartbeat: pid and process start time.
+type Writer = (u32, Option<u64>);
+
+/// The writers of one id's heartbeat seen lately, to notice two processes sharing an id (their
+/// heartbeats overwrite each other, so the pid alternates: A, B, A).
+#[derive(Clone, Debug, Default)]
+struct IdTrack {
+    last: Option<Writer>,
+    seen: Vec<(Writer, Timestamp)>,
+    /// When the pid last flipped back to one seen before, and the pids involved.
+    duplicate: Option<(Timestamp, BTreeSet<u32>)>,
 }
 
 /// Why a key does nothing right now (shown greyed in the footer), or what it acts on.
@@ -151,6 +170,9 @@ pub struct State {
     pub backend_error: Option<String>,
     /// Where the dashboard logs (shown in the help).
     pub log_path: Option<String>,
+    /// Heartbeat pids whose process does not match (from the last snapshot).
+    pub mismatched: BTreeMap<u32, String>,
+    ids: BTreeMap<String, IdTrack>,
     next_seq: u64,
     max_term: Term,
     freshness: BTreeMap<String, Freshness>,
@@ -180,6 +202,8 @@ impl State {
             help: false,
             backend_error: None,
             log_path: None,
+            mismatched: BTreeMap::new(),
+            ids: BTreeMap::new(),
             next_seq: 1,
             max_term: Term(0),
             freshness: BTreeMap::new(),
@@ -198,13 +222,18 @@ impl State {
         }
     }
 
-    /// Appends an event line at `now`.
+    /// Appends an event line at `now` (control characters escaped: one event, one line).
     pub fn log(&mut self, kind: LogKind, text: impl Into<String>) {
+        let text = text.into();
+        let text = match escape(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(e) => e,
+        };
         let line = LogLine {
             seq: self.next_seq,
             at: self.now,
             kind,
-            text: text.into(),
+            text,
         };
         self.next_seq += 1;
         self.events.push_back(line);
@@ -228,8 +257,11 @@ impl State {
     }
 
     /// Applies one read of the backend at `now`, logging what changed since the last one.
-    pub fn apply(&mut self, snap: Snapshot, now: Timestamp) {
+    pub fn apply(&mut self, mut snap: Snapshot, now: Timestamp) {
         self.now = now;
+        sanitize(&mut snap);
+        self.mismatched = std::mem::take(&mut snap.mismatched);
+        self.track_writers(&snap.members, now);
         if let Some(e) = self.backend_error.take() {
             self.log(LogKind::Info, format!("backend readable again (was: {e})"));
         }
@@ -405,29 +437,124 @@ impl State {
             .map(|s| age(self.now, s))
     }
 
-    /// The leader, if the dashboard may signal it: it must run on this host with a known pid.
+    /// How long a pid flip-flop keeps an id marked as shared by two processes.
+    fn duplicate_window(&self) -> Duration {
+        (self.lease_duration * 3)
+            .max(self.retry_period * 6)
+            .clamp(Duration::from_secs(10), Duration::from_secs(600))
+    }
+
+    /// Notes who wrote each id's heartbeat, and logs an id that two processes share.
+    fn track_writers(&mut self, members: &[Member], now: Timestamp) {
+        let window = self.duplicate_window();
+        let mut by_id: BTreeMap<&str, Vec<Writer>> = BTreeMap::new();
+        for m in members {
+            let w = (m.pid, m.process.as_ref().map(|p| p.start_time));
+            let ws = by_id.entry(m.id.as_str()).or_default();
+            if !ws.contains(&w) {
+                ws.push(w);
+            }
+        }
+        for (id, writers) in by_id {
+            let t = self.ids.entry(id.to_string()).or_default();
+            t.seen.retain(|(_, at)| age(now, *at) <= window);
+            let mut flipped: BTreeSet<u32> = BTreeSet::new();
+            if writers.len() > 1 {
+                flipped.extend(writers.iter().map(|w| w.0));
+            }
+            for w in &writers {
+                if t.last.is_some_and(|l| l != *w) && t.seen.iter().any(|(s, _)| s == w) {
+                    flipped.extend(t.seen.iter().map(|(s, _)| s.0));
+                    flipped.insert(w.0);
+                }
+                t.seen.retain(|(s, _)| s != w);
+                t.seen.push((*w, now));
+                t.last = Some(*w);
+            }
+            let was = t
+                .duplicate
+                .as_ref()
+                .is_some_and(|(at, _)| age(now, *at) <= window);
+            if flipped.len() > 1 {
+                let pids = flipped
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                t.duplicate = Some((now, flipped));
+                if !was {
+                    self.log(
+                        LogKind::Warn,
+                        format!(
+                            "duplicate id {id}: pids {pids} all publish its heartbeat; k p r will not signal it"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Pids that share `id` (two or more processes publish its heartbeat), if seen lately.
+    pub fn duplicate_pids(&self, id: &str) -> Option<&BTreeSet<u32>> {
+        let (at, pids) = self.ids.get(id)?.duplicate.as_ref()?;
+        (age(self.now, *at) <= self.duplicate_window()).then_some(pids)
+    }
+
+    /// The leader, if the dashboard may signal it. A pid named by the lease alone is never
+    /// enough: the leader's own heartbeat must confirm it (same id and pid, on this host,
+    /// saying it leads in the lease's term, with what identifies its process), its id must not
+    /// be shared by two processes, and the live process must match (checked by the snapshot
+    /// reader and again right before any signal).
     pub fn leader_target(&self) -> Availability {
         let Some(l) = &self.leader else {
             return Err("no leader".into());
         };
-        let Some(pid) = l.pid else {
-            return Err("leader pid unknown".into());
-        };
         match l.host.as_deref() {
             Some(h) if h == self.host => {}
             Some(h) => return Err(format!("leader on {h}")),
-            None => return Err("leader host unknown".into()),
+            None => {}
         }
-        if self
-            .members
-            .iter()
-            .any(|m| m.member.id == l.id && m.member.pid == pid && m.alive == Some(false))
+        let Some(v) = self.members.iter().find(|m| m.member.id == l.id) else {
+            return Err(format!("no heartbeat of {} confirms its pid", l.id));
+        };
+        let m = &v.member;
+        if m.host != self.host {
+            return Err(format!("leader on {}", m.host));
+        }
+        if let Some(pids) = self.duplicate_pids(&l.id) {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            return Err(format!("duplicate id {} (pids {})", l.id, pids.join(", ")));
+        }
+        if let Some(pid) = l.pid
+            && pid != m.pid
         {
-            return Err(format!("pid {pid} is gone"));
+            return Err(format!(
+                "lease names pid {pid}, heartbeat of {} pid {}",
+                l.id, m.pid
+            ));
+        }
+        if m.role != Role::Leader || m.term != l.term {
+            return Err(format!(
+                "heartbeat of {} says {} in term {}, not leader in term {}",
+                l.id, m.role, m.term, l.term
+            ));
+        }
+        let Some(stamp) = &m.process else {
+            return Err(format!(
+                "heartbeat of {} does not identify its process (older crown)",
+                l.id
+            ));
+        };
+        if v.alive == Some(false) {
+            return Err(format!("pid {} is gone", m.pid));
+        }
+        if let Some(why) = self.mismatched.get(&m.pid) {
+            return Err(why.clone());
         }
         Ok(Target {
             id: l.id.clone(),
-            pid,
+            pid: m.pid,
+            stamp: stamp.clone(),
         })
     }
 
@@ -491,6 +618,38 @@ impl State {
     /// A clock time in the dashboard's time zone, `HH:MM:SS`.
     pub fn clock(&self, t: Timestamp) -> String {
         t.to_zoned(self.tz.clone()).strftime("%H:%M:%S").to_string()
+    }
+}
+
+/// Escapes control characters in every string of a snapshot that is shown or logged.
+fn sanitize(snap: &mut Snapshot) {
+    fn fix(s: &mut String) {
+        if let std::borrow::Cow::Owned(e) = escape(s) {
+            *s = e;
+        }
+    }
+    fn fix_opt(s: &mut Option<String>) {
+        if let Some(s) = s {
+            fix(s);
+        }
+    }
+    if let LeaseView::Record(r) = &mut snap.lease {
+        fix(&mut r.holder);
+        fix(&mut r.host);
+        fix_opt(&mut r.released_by);
+    }
+    for m in &mut snap.members {
+        fix(&mut m.id);
+        fix(&mut m.host);
+        fix(&mut m.version);
+    }
+    for g in &mut snap.history {
+        fix(&mut g.holder);
+        fix_opt(&mut g.host);
+        fix_opt(&mut g.previous_holder);
+    }
+    for why in snap.mismatched.values_mut() {
+        fix(why);
     }
 }
 
@@ -561,6 +720,23 @@ pub(crate) mod tests {
             last_heartbeat: ts(hb),
             started_at: ts("2025-01-01T12:00:00Z"),
             version: "0.1.0".into(),
+            process: Some(stamp(pid)),
+        }
+    }
+
+    pub fn stamp(pid: u32) -> ProcessStamp {
+        ProcessStamp {
+            start_time: 1000 + u64::from(pid),
+            boot_id: "boot".into(),
+            election: "crown".into(),
+        }
+    }
+
+    pub fn target(id: &str, pid: u32) -> Target {
+        Target {
+            id: id.into(),
+            pid,
+            stamp: stamp(pid),
         }
     }
 
@@ -634,6 +810,7 @@ pub(crate) mod tests {
             ],
             history: vec![grant(1, "p1", "2025-01-01T12:00:01Z", None)],
             dead_pids: BTreeSet::new(),
+            mismatched: Default::default(),
         };
         s.apply(snap1.clone(), ts("2025-01-01T12:00:05.200Z"));
         assert_eq!(s.events.len(), 1);
@@ -661,6 +838,7 @@ pub(crate) mod tests {
                 ),
             ],
             dead_pids: [101].into(),
+            mismatched: Default::default(),
         };
         s.apply(snap2, ts("2025-01-01T12:00:06.100Z"));
         let texts: Vec<&str> = s.events.iter().map(|e| e.text.as_str()).collect();
@@ -688,6 +866,7 @@ pub(crate) mod tests {
             members: vec![],
             history: vec![],
             dead_pids: BTreeSet::new(),
+            mismatched: Default::default(),
         };
         s.apply(base.clone(), ts("2025-01-01T12:00:00Z"));
         let mut with = base.clone();
@@ -726,28 +905,189 @@ pub(crate) mod tests {
                 members: vec![],
                 history: vec![],
                 dead_pids: BTreeSet::new(),
+                mismatched: Default::default(),
             },
             ts("2025-01-01T12:00:02Z"),
         );
         assert_eq!(s.kill_target(), Err("leader on elsewhere".into()));
         r.host = "box".into();
-        s.apply(
-            Snapshot {
-                lease: LeaseView::Record(r),
-                members: vec![],
-                history: vec![],
-                dead_pids: BTreeSet::new(),
-            },
-            ts("2025-01-01T12:00:02Z"),
-        );
-        let t = Target {
-            id: "p1".into(),
-            pid: 101,
+        let snap = |members: Vec<Member>| Snapshot {
+            lease: LeaseView::Record(r.clone()),
+            members,
+            history: vec![],
+            dead_pids: BTreeSet::new(),
+            mismatched: Default::default(),
         };
+        // The lease alone names a pid: never enough.
+        s.apply(snap(vec![]), ts("2025-01-01T12:00:02Z"));
+        assert_eq!(
+            s.kill_target(),
+            Err("no heartbeat of p1 confirms its pid".into())
+        );
+        assert!(s.pause_target().is_err() && s.resign_target().is_err());
+        let hb = member("p1", 101, Role::Leader, 1, "2025-01-01T12:00:02Z");
+        s.apply(snap(vec![hb.clone()]), ts("2025-01-01T12:00:02Z"));
+        let t = target("p1", 101);
         assert_eq!(s.kill_target(), Ok(t.clone()));
         s.paused = Some(t.clone());
         assert_eq!(s.resign_target(), Err("leader is paused".into()));
         assert_eq!(s.pause_target(), Ok(t));
+    }
+
+    fn local_leader(s: &mut State, members: Vec<Member>, at: &str) {
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(record("p1", 4, 101, "2025-01-01T12:00:01Z")),
+                members,
+                history: vec![],
+                dead_pids: BTreeSet::new(),
+                mismatched: Default::default(),
+            },
+            ts(at),
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_must_confirm_the_leases_pid_role_and_process() {
+        let at = "2025-01-01T12:00:02Z";
+        let hb = || member("p1", 101, Role::Leader, 4, at);
+        let mut s = state();
+        // A lease naming an unrelated pid, with another process's heartbeat under that id.
+        let mut other = hb();
+        other.pid = 555;
+        local_leader(&mut s, vec![other], at);
+        assert_eq!(
+            s.kill_target(),
+            Err("lease names pid 101, heartbeat of p1 pid 555".into())
+        );
+        // The heartbeat under the leader's id is a follower's (a shared id): not the leader.
+        let mut follower = hb();
+        follower.role = Role::Follower;
+        let mut s = state();
+        local_leader(&mut s, vec![follower], at);
+        assert_eq!(
+            s.kill_target(),
+            Err("heartbeat of p1 says follower in term 4, not leader in term 4".into())
+        );
+        // An old participant's heartbeat without a process stamp.
+        let mut old = hb();
+        old.process = None;
+        let mut s = state();
+        local_leader(&mut s, vec![old], at);
+        assert!(
+            s.kill_target().unwrap_err().contains("does not identify"),
+            "{:?}",
+            s.kill_target()
+        );
+        // The snapshot reader found another process at that pid.
+        let mut s = state();
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(record("p1", 4, 101, "2025-01-01T12:00:01Z")),
+                members: vec![hb()],
+                history: vec![],
+                dead_pids: BTreeSet::new(),
+                mismatched: [(101, "pid 101: it is not a `crown run`".to_string())].into(),
+            },
+            ts(at),
+        );
+        assert_eq!(
+            s.kill_target(),
+            Err("pid 101: it is not a `crown run`".into())
+        );
+        let mut s = state();
+        local_leader(&mut s, vec![hb()], at);
+        assert_eq!(s.kill_target(), Ok(target("p1", 101)));
+    }
+
+    #[test]
+    fn an_id_shared_by_two_processes_is_detected_and_never_signalled() {
+        let mut s = state();
+        let leader = member("p1", 101, Role::Leader, 4, "2025-01-01T12:00:02Z");
+        let mut follower = member("p1", 202, Role::Follower, 4, "2025-01-01T12:00:02Z");
+        follower.process = Some(stamp(202));
+        local_leader(&mut s, vec![leader.clone()], "2025-01-01T12:00:02Z");
+        assert!(s.kill_target().is_ok());
+        // Their heartbeats overwrite each other: 101, 202, 101.
+        local_leader(&mut s, vec![follower.clone()], "2025-01-01T12:00:02.200Z");
+        local_leader(&mut s, vec![leader.clone()], "2025-01-01T12:00:02.400Z");
+        assert_eq!(
+            s.kill_target(),
+            Err("duplicate id p1 (pids 101, 202)".into())
+        );
+        assert!(s.pause_target().is_err() && s.resign_target().is_err());
+        assert_eq!(
+            s.events
+                .iter()
+                .filter(|e| e.text.starts_with("duplicate id p1"))
+                .count(),
+            1,
+            "{:?}",
+            s.events
+        );
+        // A restart (a new pid that stays) is not a duplicate.
+        let mut s = state();
+        local_leader(&mut s, vec![leader.clone()], "2025-01-01T12:00:02Z");
+        let mut restarted = member("p1", 303, Role::Leader, 4, "2025-01-01T12:00:03Z");
+        restarted.process = Some(stamp(303));
+        let mut r = record("p1", 4, 303, "2025-01-01T12:00:01Z");
+        r.revision = 2;
+        for at in ["2025-01-01T12:00:03Z", "2025-01-01T12:00:04Z"] {
+            s.apply(
+                Snapshot {
+                    lease: LeaseView::Record(r.clone()),
+                    members: vec![restarted.clone()],
+                    history: vec![],
+                    dead_pids: BTreeSet::new(),
+                    mismatched: Default::default(),
+                },
+                ts(at),
+            );
+        }
+        assert_eq!(s.kill_target(), Ok(target("p1", 303)));
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_screen_or_the_log() {
+        let evil = "p\u{1b}]0;title\u{7}\u{1b}[2J\nforged";
+        let mut s = state();
+        let mut m = member(evil, 101, Role::Leader, 4, "2025-01-01T12:00:02Z");
+        m.host = evil.into();
+        let mut r = record(evil, 4, 101, "2025-01-01T12:00:01Z");
+        r.host = evil.into();
+        let base = Snapshot {
+            lease: LeaseView::None,
+            members: vec![],
+            history: vec![],
+            dead_pids: BTreeSet::new(),
+            mismatched: Default::default(),
+        };
+        s.apply(base, ts("2025-01-01T12:00:01Z"));
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(r),
+                members: vec![m],
+                history: vec![grant(
+                    4,
+                    evil,
+                    "2025-01-01T12:00:01Z",
+                    Some((evil, EndKind::Expired, 5)),
+                )],
+                dead_pids: BTreeSet::new(),
+                mismatched: Default::default(),
+            },
+            ts("2025-01-01T12:00:02Z"),
+        );
+        s.log(LogKind::Error, format!("backend: {evil}"));
+        let bad = |t: &str| t.chars().any(|c| c.is_control());
+        for e in &s.events {
+            assert!(!bad(&e.text), "{:?}", e.text);
+        }
+        assert!(s.events.len() >= 3, "{:?}", s.events);
+        assert!(!bad(&s.members[0].member.id) && !bad(&s.members[0].member.host));
+        assert!(!bad(&s.leader.as_ref().unwrap().id));
+        assert!(!bad(&s.history[0].grant.holder));
+        assert!(s.members[0].member.id.contains("\\u{1b}]0;title"));
     }
 
     #[test]
