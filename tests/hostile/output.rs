@@ -178,11 +178,11 @@ async fn a_live_participant_confirmed_by_its_heartbeat_is_a_target() {
         l.event() == "became_leader"
     });
     crate::common::eventually(
-        "a heartbeat with its process stamp",
+        "a leader heartbeat with its process stamp",
         Duration::from_secs(20),
         || {
             let s = std::fs::read_to_string(d.path().join("crown.members/real.json")).ok()?;
-            s.contains("\"process\"").then_some(())
+            (s.contains("\"process\"") && s.contains("\"role\":\"leader\"")).then_some(())
         },
     );
     let app = dashboard(d.path()).await;
