@@ -66,7 +66,7 @@ pub enum Freshness {
 
 /// Judges a heartbeat age against the retry period and the lease duration.
 pub fn freshness(age: Duration, retry_period: Duration, lease_duration: Duration) -> Freshness {
-    if age <= retry_period * 2 {
+    if age <= retry_period.saturating_mul(2) {
         Freshness::Fresh
     } else if age <= lease_duration {
         Freshness::Late
@@ -439,8 +439,9 @@ impl State {
 
     /// How long a pid flip-flop keeps an id marked as shared by two processes.
     fn duplicate_window(&self) -> Duration {
-        (self.lease_duration * 3)
-            .max(self.retry_period * 6)
+        // The lease duration may come from a hand-written record: saturate, never overflow.
+        (self.lease_duration.saturating_mul(3))
+            .max(self.retry_period.saturating_mul(6))
             .clamp(Duration::from_secs(10), Duration::from_secs(600))
     }
 
@@ -1088,6 +1089,29 @@ pub(crate) mod tests {
         assert!(!bad(&s.leader.as_ref().unwrap().id));
         assert!(!bad(&s.history[0].grant.holder));
         assert!(s.members[0].member.id.contains("\\u{1b}]0;title"));
+    }
+
+    #[test]
+    fn a_huge_lease_duration_in_a_record_neither_panics_nor_breaks_the_screen() {
+        let mut s = state();
+        let mut r = record("p1", 4, 101, "2025-01-01T12:00:01Z");
+        r.lease_duration_ms = u64::MAX;
+        let m = member("p1", 101, Role::Leader, 4, "2025-01-01T12:00:02Z");
+        for at in ["2025-01-01T12:00:02Z", "2025-01-01T12:00:03Z"] {
+            s.apply(
+                Snapshot {
+                    lease: LeaseView::Record(r.clone()),
+                    members: vec![m.clone()],
+                    history: vec![],
+                    dead_pids: BTreeSet::new(),
+                    mismatched: Default::default(),
+                },
+                ts(at),
+            );
+        }
+        assert_eq!(s.kill_target(), Ok(target("p1", 101)));
+        let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| super::super::render::render(f, &s)).unwrap();
     }
 
     #[test]
