@@ -246,7 +246,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             "config ok: id {} backend {} ({}) election {} lease {:?} renew {:?} retry {:?}",
             me.id,
             args.backend.backend.name(),
-            args.backend.location(),
+            crate::report::escape(&args.backend.location()),
             args.backend.election,
             cfg.lease_duration,
             cfg.renew_deadline,

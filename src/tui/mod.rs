@@ -155,7 +155,7 @@ fn new_state(election: &str, backend: String, demo: bool, t: &TimingArgs, log: &
     s.retry_period = t.retry_period;
     s.lease_duration = t.lease_duration;
     s.tz = jiff::tz::TimeZone::system();
-    s.log_path = Some(log.display().to_string());
+    s.log_path = Some(crate::report::escape(&log.display().to_string()).into_owned());
     s
 }
 

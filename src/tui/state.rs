@@ -183,9 +183,9 @@ impl State {
     /// An empty state.
     pub fn new(election: &str, backend: &str, host: &str, demo: bool, now: Timestamp) -> Self {
         State {
-            election: election.to_string(),
-            backend: backend.to_string(),
-            host: host.to_string(),
+            election: escape(election).into_owned(),
+            backend: escape(backend).into_owned(),
+            host: escape(host).into_owned(),
             demo,
             retry_period: Duration::from_secs(1),
             lease_duration: Duration::from_secs(5),
