@@ -231,3 +231,34 @@ fn a_status_of_an_empty_election_says_no_leader() {
     assert_eq!(c, 0);
     assert_eq!(out, "no grants yet\n");
 }
+
+/// Issue 12 row 17: with no `--id`, the default `<hostname>-<pid>` works for any valid host
+/// name. A 64-character host name (set in a private UTS namespace: `unshare -u`, as root)
+/// used to fail id validation with exit 3.
+#[test]
+fn default_id_fits_a_long_hostname() {
+    let d = tempdir();
+    let host = "h".repeat(64);
+    let script = format!(
+        "hostname {host} && exec '{BIN}' run --check-config --dir '{}'",
+        d.path().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-u", "sh", "-c", &script])
+        .env_remove("POD_NAME")
+        .output()
+        .unwrap_or_else(|e| panic!("unshare not runnable ({e}): apt-get install -y util-linux"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !err.contains("Operation not permitted"),
+        "this test needs root for `unshare -u` (run `make test` as root, as CI does): {err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    let id = stdout
+        .split("id ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("config ok line with the id");
+    assert!(id.len() <= 63 && id.starts_with("hhhh"), "{stdout}");
+}
