@@ -456,6 +456,10 @@ impl State {
                 ws.push(w);
             }
         }
+        // Forget ids not seen for the window (members that left).
+        self.ids.retain(|id, t| {
+            by_id.contains_key(id.as_str()) || t.seen.iter().any(|(_, at)| age(now, *at) <= window)
+        });
         for (id, writers) in by_id {
             let t = self.ids.entry(id.to_string()).or_default();
             t.seen.retain(|(_, at)| age(now, *at) <= window);
