@@ -193,22 +193,15 @@ impl App {
     /// heartbeat described (checked in `/proc` right before the signal); otherwise refuses and
     /// says why.
     fn send(&mut self, t: &Target, sig: Signal, what: &str) -> bool {
-        if let Err(why) = super::procfs::verify(t.pid, &t.stamp, &self.state.election) {
-            self.state.log(
-                LogKind::Warn,
-                format!("refused {sig} to {} (pid {}): {why}", t.id, t.pid),
-            );
-            return false;
-        }
-        match demo::signal(t.pid, sig) {
+        match super::procfs::signal_verified(t.pid, &t.stamp, &self.state.election, sig) {
             Ok(()) => {
                 self.state.log(LogKind::Action, what.to_string());
                 true
             }
-            Err(e) => {
+            Err(why) => {
                 self.state.log(
-                    LogKind::Error,
-                    format!("{sig} to {} (pid {}) failed: {e}", t.id, t.pid),
+                    LogKind::Warn,
+                    format!("refused {sig} to {} (pid {}): {why}", t.id, t.pid),
                 );
                 false
             }
@@ -531,10 +524,13 @@ impl Drop for App {
     /// On panic: a participant the dashboard paused must not stay stopped. (The demo's own
     /// Drop guard kills its participants.)
     fn drop(&mut self) {
-        if let Some(p) = self.state.paused.take()
-            && super::procfs::verify(p.pid, &p.stamp, &self.state.election).is_ok()
-        {
-            let _ = demo::signal(p.pid, Signal::SIGCONT);
+        if let Some(p) = self.state.paused.take() {
+            let _ = super::procfs::signal_verified(
+                p.pid,
+                &p.stamp,
+                &self.state.election,
+                Signal::SIGCONT,
+            );
         }
     }
 }

@@ -125,6 +125,39 @@ pub fn verify(pid: u32, stamp: &ProcessStamp, election: &str) -> Result<(), Stri
     is_crown_run(&argv, election, same_exe(pid)).map_err(|why| format!("pid {pid}: {why}"))
 }
 
+/// Sends `sig` to the participant at `pid` only if it is the process `stamp` describes (see
+/// [`verify`]), without a window for pid reuse: the process is pinned by a pidfd first,
+/// verified, then signalled through that pidfd (a process that died meanwhile gets nothing; a
+/// new process that took its pid is a different pidfd's).
+pub fn signal_verified(
+    pid: u32,
+    stamp: &ProcessStamp,
+    election: &str,
+    sig: nix::sys::signal::Signal,
+) -> Result<(), String> {
+    use nix::sys::signal::Signal as S;
+    use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+    let raw = i32::try_from(pid).map_err(|_| format!("pid {pid} is out of range"))?;
+    let p = Pid::from_raw(raw).ok_or_else(|| format!("pid {pid} is out of range"))?;
+    let fd = pidfd_open(p, PidfdFlags::empty()).map_err(|e| match e {
+        rustix::io::Errno::SRCH => format!("pid {pid} is gone"),
+        e => format!("cannot open pid {pid}: {e}"),
+    })?;
+    verify(pid, stamp, election)?;
+    let rsig = match sig {
+        S::SIGKILL => Signal::KILL,
+        S::SIGSTOP => Signal::STOP,
+        S::SIGCONT => Signal::CONT,
+        S::SIGUSR1 => Signal::USR1,
+        S::SIGTERM => Signal::TERM,
+        other => return Err(format!("{other} is not a signal the dashboard sends")),
+    };
+    pidfd_send_signal(&fd, rsig).map_err(|e| match e {
+        rustix::io::Errno::SRCH => format!("pid {pid} is gone"),
+        e => format!("{sig} to pid {pid} failed: {e}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +192,32 @@ mod tests {
         boot.boot_id = "00000000-0000-0000-0000-000000000000".into();
         assert!(verify(pid, &boot, "crown").unwrap_err().contains("boot"));
         assert!(verify(pid, &me, "other").unwrap_err().contains("election"));
+    }
+
+    #[test]
+    fn a_stranger_is_never_signalled_even_with_its_true_start_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stamp = ProcessStamp {
+            start_time: stat(pid).unwrap().1,
+            boot_id: boot_id().unwrap(),
+            election: "crown".into(),
+        };
+        let e =
+            signal_verified(pid, &stamp, "crown", nix::sys::signal::Signal::SIGKILL).unwrap_err();
+        assert!(e.contains("not a `crown run`"), "{e}");
+        assert!(
+            matches!(stat(pid), Some(('S' | 'R', _))),
+            "it must still run"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let e =
+            signal_verified(pid, &stamp, "crown", nix::sys::signal::Signal::SIGKILL).unwrap_err();
+        assert!(e.contains("gone"), "{e}");
     }
 
     #[test]
