@@ -64,10 +64,11 @@ run kubectl -n crown get lease crown -o wide
 cat <<NEXT
 
 Next steps:
-  kubectl -n crown get pods -l app.kubernetes.io/name=crown -w     # one pod is Ready: the leader
+  kubectl -n crown get pods -L crown.io/leader -w                      # all Ready; the leader labelled
+  kubectl -n crown get endpointslices -l kubernetes.io/service-name=crown-leader   # one: the leader
   kubectl -n crown get lease crown -o jsonpath='{.spec.holderIdentity}{"\n"}'
-  crown tui --backend kube -n crown                                  # watch heartbeats and history
-  kubectl -n crown delete pod \$(kubectl -n crown get lease crown -o jsonpath='{.spec.holderIdentity}')
-  kubectl -n crown scale deployment/crown --replicas=5               # and back to 3
-  scripts/cleanup.sh                                                 # undo everything
+  crown tui --backend kube -n crown                                    # heartbeats and history
+  kubectl -n crown delete pod -l crown.io/leader=true                  # the same by hand
+  kubectl -n crown scale deployment/crown --replicas=5                 # and back to 3
+  scripts/cleanup.sh                                                   # undo everything
 NEXT
