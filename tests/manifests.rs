@@ -111,6 +111,12 @@ fn readiness_is_a_healthy_participant_and_the_etcd_variant_mounts_no_token() {
     }
 }
 
+/// ROOT as seen from `from` (an absolute directory), e.g. `../../work/crown`.
+fn relative_root(from: &std::path::Path) -> String {
+    let ups = from.components().count() - 1;
+    format!("{}{}", "../".repeat(ups), ROOT.trim_start_matches('/'))
+}
+
 #[test]
 fn a_namespace_override_works_for_both_variants() {
     let env = KubeEnv::start();
@@ -120,7 +126,9 @@ fn a_namespace_override_works_for_both_variants() {
         std::fs::write(
             dir.path().join("kustomization.yaml"),
             format!(
-                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: elsewhere\nresources:\n  - {ROOT}/k8s/{variant}\n"
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: elsewhere\nresources:\n  - {}/k8s/{variant}\n",
+                // kustomize takes no absolute bases: climb from the temporary directory.
+                relative_root(dir.path())
             ),
         )
         .unwrap();
