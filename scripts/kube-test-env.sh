@@ -518,7 +518,8 @@ cmd_start_apiserver() {
 
 cmd_build_controller_manager() {
   mkdir -p "$CACHE_DIR"
-  exec 9>"$CACHE_DIR/.build.lock"
+  # Its own lock: a build of it does not hold up `start` (which needs only the apiserver).
+  exec 9>"$CACHE_DIR/.build-kcm.lock"
   flock 9
   build_kube_cmd kube-controller-manager
   exec 9>&-
