@@ -24,14 +24,20 @@ pub struct Cli {
 pub struct KubeArgs {
     /// Kubernetes: the kubeconfig file to use [default: $KUBECONFIG, else ~/.kube/config,
     /// else the in-cluster service account].
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", display_order = 1000)]
     pub kubeconfig: Option<PathBuf>,
     /// Kubernetes: the kubeconfig context to use [default: its current-context].
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", display_order = 1001)]
     pub context: Option<String>,
     /// Kubernetes: the Pod this participant runs in. While leading it is labelled
     /// crown.io/leader=true (for a leader Service) and it carries the heartbeat.
-    #[arg(long, global = true, value_name = "NAME", env = "POD_NAME")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "POD_NAME",
+        display_order = 1002
+    )]
     pub pod_name: Option<String>,
 }
 
