@@ -84,6 +84,26 @@ fn leader_endpoints(env: &KubeEnv) -> Vec<String> {
     ips
 }
 
+/// Waits until the `crown-leader` Service's only ready endpoint is `ip`; says what it saw if not.
+fn leader_service_is(env: &KubeEnv, ip: &str) {
+    let deadline = Instant::now() + T;
+    loop {
+        let eps = leader_endpoints(env);
+        if eps == [ip.to_string()] {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "the crown-leader Service has {eps:?}, not [{ip}]\npods:\n{}\nslices:\n{}\nkubelet logs in {}",
+                env.kubectl(&["-n", "crown", "get", "pods", "-o", "wide", "--show-labels"]),
+                env.kubectl(&["-n", "crown", "get", "endpointslices", "-o", "yaml"]),
+                env.dir.path().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn rollout_status(env: &KubeEnv) {
     let out = env.kubectl(&[
         "-n",
@@ -179,9 +199,7 @@ fn the_walkthrough_on_a_running_control_plane() {
     // 2. Who leads: the Lease, and the leader Service's one endpoint.
     let (holder, term) = eventually("a holder", T, || lease(&env));
     let ip = pod_ip(&env, &holder);
-    eventually("the leader Service selects the leader", T, || {
-        (leader_endpoints(&env) == [ip.clone()]).then_some(())
-    });
+    leader_service_is(&env, &ip);
 
     // 3. Delete the leader Pod through the dashboard's code path (`k`).
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -214,9 +232,7 @@ fn the_walkthrough_on_a_running_control_plane() {
         "new leader after {took:?}"
     );
     let ip2 = pod_ip(&env, &holder2);
-    eventually("the leader Service follows", T, || {
-        (leader_endpoints(&env) == [ip2.clone()]).then_some(())
-    });
+    leader_service_is(&env, &ip2);
     rollout_status(&env);
 
     // 4. Ask the leader to resign (`r`): another takes over within one retry period.
@@ -229,9 +245,7 @@ fn the_walkthrough_on_a_running_control_plane() {
     assert!(took <= 2 * RETRY, "resign hand-over took {took:?}");
     assert_ne!(holder3, holder2);
     let ip3 = pod_ip(&env, &holder3);
-    eventually("the leader Service follows the resign", T, || {
-        (leader_endpoints(&env) == [ip3.clone()]).then_some(())
-    });
+    leader_service_is(&env, &ip3);
 
     // 5. A rolling update to a changed pod template completes.
     let before: Vec<String> = env
@@ -268,9 +282,7 @@ fn the_walkthrough_on_a_running_control_plane() {
     });
     assert!(term4 > term3);
     let ip4 = pod_ip(&env, &holder4);
-    eventually("the leader Service after the update", T, || {
-        (leader_endpoints(&env) == [ip4.clone()]).then_some(())
-    });
+    leader_service_is(&env, &ip4);
 
     stop.store(true, Ordering::SeqCst);
     sampler.join().unwrap();

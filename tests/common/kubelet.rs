@@ -7,8 +7,10 @@
 //! that exits (restartPolicy Always), and on deletion sends SIGTERM, SIGKILL after the grace
 //! period, then removes the Pod object.
 //!
-//! Each Pod gets its own loopback address (127.0.0.2, .3, …) as its podIP, so every `--http`
-//! listener keeps the container's port and the EndpointSlices list distinct addresses.
+//! Each Pod gets its own loopback address (127.0.0.2, .3, …) to listen on (`0.0.0.0` in its
+//! args becomes that), so every `--http` listener keeps the container's port; its podIP is
+//! reported as 10.244.0.N (EndpointSlices refuse loopback addresses). Nothing routes to those
+//! podIPs: the kubelet probes the loopback address behind each.
 #![allow(dead_code)]
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -31,7 +33,10 @@ pub const NODE: &str = "crown-test-node";
 /// One process per running Pod, with what the kubelet knows about it.
 struct Running {
     uid: String,
+    /// The podIP reported in the status.
     ip: String,
+    /// The loopback address the process listens on.
+    local: String,
     child: Child,
     log: PathBuf,
     started: Instant,
@@ -232,9 +237,9 @@ async fn sync(ctx: &mut Ctx, running: &mut HashMap<String, Running>) -> Result<(
         };
         match running.get_mut(&uid) {
             None => {
-                let ip = format!("127.0.0.{}", ctx.next_ip);
+                let n = ctx.next_ip;
                 ctx.next_ip = ctx.next_ip.wrapping_add(1).max(2);
-                let r = start(ctx, &p, &c, &ip, 0).await?;
+                let r = start(ctx, &p, &c, n, 0).await?;
                 running.insert(uid.clone(), r);
                 write_status(&pods, &name, running.get(&uid).unwrap()).await?;
             }
@@ -242,9 +247,9 @@ async fn sync(ctx: &mut Ctx, running: &mut HashMap<String, Running>) -> Result<(
                 if let Ok(Some(_)) = r.child.try_wait() {
                     // restartPolicy Always (without the back-off growth).
                     let restarts = r.restarts + 1;
-                    let ip = r.ip.clone();
+                    let n: u8 = r.local.rsplit('.').next().unwrap().parse().unwrap();
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let nr = start(ctx, &p, &c, &ip, restarts).await?;
+                    let nr = start(ctx, &p, &c, n, restarts).await?;
                     *r = nr;
                     write_status(&pods, &name, r).await?;
                     continue;
@@ -255,7 +260,7 @@ async fn sync(ctx: &mut Ctx, running: &mut HashMap<String, Running>) -> Result<(
                     && now >= r.next_ready_probe
                 {
                     r.next_ready_probe = now + period(pr);
-                    let ok = now >= r.started + initial(pr) && probe(pr, &c, &r.ip).await;
+                    let ok = now >= r.started + initial(pr) && probe(pr, &c, &r.local).await;
                     if ok != r.ready {
                         r.ready = ok;
                         changed = true;
@@ -269,7 +274,7 @@ async fn sync(ctx: &mut Ctx, running: &mut HashMap<String, Running>) -> Result<(
                     && now >= r.started + initial(pr)
                 {
                     r.next_live_probe = now + period(pr);
-                    if probe(pr, &c, &r.ip).await {
+                    if probe(pr, &c, &r.local).await {
                         r.live_failures = 0;
                     } else {
                         r.live_failures += 1;
@@ -366,13 +371,9 @@ async fn service_account_kubeconfig(ctx: &Ctx, sa: &str, pod: &str) -> Result<Pa
     Ok(path)
 }
 
-async fn start(
-    ctx: &Ctx,
-    p: &Pod,
-    c: &Container,
-    ip: &str,
-    restarts: i32,
-) -> Result<Running, String> {
+async fn start(ctx: &Ctx, p: &Pod, c: &Container, n: u8, restarts: i32) -> Result<Running, String> {
+    let ip = format!("10.244.0.{n}");
+    let local = format!("127.0.0.{n}");
     let name = p.metadata.name.clone().unwrap_or_default();
     let spec = p.spec.clone().unwrap_or_default();
     let mut vars: Vec<(String, String)> = vec![];
@@ -383,7 +384,7 @@ async fn start(
             match f.field_path.as_str() {
                 "metadata.name" => name.clone(),
                 "metadata.namespace" => ctx.ns.clone(),
-                "status.podIP" => ip.to_string(),
+                "status.podIP" => ip.clone(),
                 other => return Err(format!("unsupported fieldRef {other}")),
             }
         } else {
@@ -397,7 +398,7 @@ async fn start(
         .flatten()
         .map(|a| expand(a, &vars))
         // 0.0.0.0 would be every Pod's address at once: listen on this Pod's own.
-        .map(|a| a.replace("0.0.0.0:", &format!("{ip}:")))
+        .map(|a| a.replace("0.0.0.0:", &format!("{local}:")))
         .collect();
     let home = ctx.dir.join("home");
     std::fs::create_dir_all(&home).map_err(err)?;
@@ -426,7 +427,8 @@ async fn start(
     let now = Instant::now();
     Ok(Running {
         uid: p.metadata.uid.clone().unwrap_or_default(),
-        ip: ip.into(),
+        ip,
+        local,
         child,
         log,
         started: now,
