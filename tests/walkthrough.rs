@@ -227,6 +227,7 @@ fn the_walkthrough_on_a_running_control_plane() {
         lease(&env).filter(|(h, t)| h != &holder && *t > term)
     });
     let took = t0.elapsed();
+    eprintln!("walkthrough: leader Pod deleted -> new holder (term {term2}) after {took:?}");
     assert!(
         took <= LEASE + Duration::from_secs(1),
         "new leader after {took:?}"
@@ -242,6 +243,7 @@ fn the_walkthrough_on_a_running_control_plane() {
         lease(&env).filter(|(_, t)| *t > term2)
     });
     let took = t1.elapsed();
+    eprintln!("walkthrough: resign request -> new holder (term {term3}) after {took:?}");
     assert!(took <= 2 * RETRY, "resign hand-over took {took:?}");
     assert_ne!(holder3, holder2);
     let ip3 = pod_ip(&env, &holder3);
@@ -260,8 +262,10 @@ fn the_walkthrough_on_a_running_control_plane() {
         .split_whitespace()
         .map(String::from)
         .collect();
+    let t2 = Instant::now();
     env.kubectl(&["-n", "crown", "rollout", "restart", "deployment/crown"]);
     rollout_status(&env);
+    eprintln!("walkthrough: rolling update done after {:?}", t2.elapsed());
     let after = eventually("only new Pods", T, || {
         let names: Vec<String> = env
             .kubectl(&[
