@@ -288,6 +288,36 @@ fn the_walkthrough_on_a_running_control_plane() {
     let ip4 = pod_ip(&env, &holder4);
     leader_service_is(&env, &ip4);
 
+    // 6. The PodDisruptionBudget, computed by the real disruption controller, allows one
+    // voluntary disruption of 3 healthy participants at a time.
+    eventually("the PDB sees 3 healthy, allows 1", T, || {
+        let s = env.kubectl(&[
+            "-n",
+            "crown",
+            "get",
+            "pdb",
+            "crown",
+            "-o",
+            "jsonpath={.status.currentHealthy} {.status.disruptionsAllowed}",
+        ]);
+        (s.trim() == "3 1").then_some(())
+    });
+    let pods: ::kube::Api<k8s_openapi::api::core::v1::Pod> = rt.block_on(async {
+        let k = ::kube::config::Kubeconfig::read_from(env.kubeconfig()).unwrap();
+        let cfg = ::kube::Config::from_custom_kubeconfig(k, &Default::default())
+            .await
+            .unwrap();
+        ::kube::Api::namespaced(::kube::Client::try_from(cfg).unwrap(), "crown")
+    });
+    let followers: Vec<&String> = after.iter().filter(|n| **n != holder4).collect();
+    let ep = ::kube::api::EvictParams::default();
+    // An eviction (what a node drain does) of a follower goes through the budget; the
+    // leader is untouched and the Deployment replaces the Pod.
+    let first = rt.block_on(pods.evict(followers[0], &ep)).unwrap();
+    assert_eq!(first.code, 201, "{first:?}");
+    rollout_status(&env);
+    assert_eq!(lease(&env).map(|l| l.0), Some(holder4.clone()));
+
     stop.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
     let (n, ips) = most.lock().unwrap().clone();
@@ -308,7 +338,7 @@ fn the_walkthrough_on_a_running_control_plane() {
         assert!(end_a <= start_b, "terms {t_a} and {t_b} overlapped: {ls:?}");
     }
 
-    // 6. Clean up: everything goes, every crown process exits.
+    // 7. Clean up: everything goes, every crown process exits.
     env.kubectl(&[
         "delete",
         "-k",
