@@ -85,12 +85,12 @@ fn leader_endpoints(env: &KubeEnv) -> Vec<String> {
 }
 
 /// Waits until the `crown-leader` Service's only ready endpoint is `ip`; says what it saw if not.
-fn leader_service_is(env: &KubeEnv, ip: &str) {
+fn leader_service_is(env: &KubeEnv, ip: &str) -> Instant {
     let deadline = Instant::now() + T;
     loop {
         let eps = leader_endpoints(env);
         if eps == [ip.to_string()] {
-            return;
+            return Instant::now();
         }
         if Instant::now() > deadline {
             panic!(
@@ -233,7 +233,17 @@ fn the_walkthrough_on_a_running_control_plane() {
         "new leader after {took:?}"
     );
     let ip2 = pod_ip(&env, &holder2);
-    leader_service_is(&env, &ip2);
+    let at = leader_service_is(&env, &ip2);
+    eprintln!(
+        "walkthrough: leader Pod deleted -> crown-leader endpoint moved after {:?}",
+        at - t0
+    );
+    // Generous: one retry period plus this test's kubectl polling.
+    assert!(
+        at - (t0 + took) <= 3 * RETRY,
+        "endpoint moved {:?} after the holder",
+        at - (t0 + took)
+    );
     rollout_status(&env);
 
     // 4. Ask the leader to resign (`r`): another takes over within one retry period.
@@ -247,7 +257,16 @@ fn the_walkthrough_on_a_running_control_plane() {
     assert!(took <= 2 * RETRY, "resign hand-over took {took:?}");
     assert_ne!(holder3, holder2);
     let ip3 = pod_ip(&env, &holder3);
-    leader_service_is(&env, &ip3);
+    let at = leader_service_is(&env, &ip3);
+    eprintln!(
+        "walkthrough: resign request -> crown-leader endpoint moved after {:?}",
+        at - t1
+    );
+    assert!(
+        at - (t1 + took) <= 3 * RETRY,
+        "endpoint moved {:?} after the holder",
+        at - (t1 + took)
+    );
 
     // 5. A rolling update to a changed pod template completes.
     let before: Vec<String> = env
