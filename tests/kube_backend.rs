@@ -504,6 +504,17 @@ fn a_resign_request_hands_over_at_once_and_stale_requests_are_ignored() {
             .any(|l| l.event() == "stopped_leading"),
         "a stale request made the leader resign"
     );
+    // ...and dropped by the holder's next write.
+    let ann = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "lease",
+        "crown",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(!ann.contains("crown.io/resign"), "{ann}");
     // The request for the current term: the holder releases, the other takes over at once
     // (well before the 2 s lease could expire).
     let t0 = Instant::now();
