@@ -34,6 +34,7 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    crown::backend::kube::set_client_options(cli.kube.options());
     match cli.command {
         Command::Run(args) => {
             participant::init_logging(args.log_format);
@@ -46,11 +47,26 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::status(b.as_ref(), &args.backend.election).await?) };
             let r = report::bounded(report::read_limit(wait), read).await?;
+            // The kube backend says which namespace it used (kubectl's rules pick it).
+            let ns = b.namespace();
             match args.output {
                 OutputFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&r).expect("serializes"))
+                    let mut v = serde_json::to_value(&r).expect("serializes");
+                    if let (Some((name, how)), Some(o)) = (&ns, v.as_object_mut()) {
+                        o.insert("namespace".into(), name.as_str().into());
+                        o.insert("namespace_from".into(), (*how).into());
+                    }
+                    println!("{}", serde_json::to_string_pretty(&v).expect("serializes"))
                 }
-                OutputFormat::Text => print!("{}", report::status_text(&r)),
+                OutputFormat::Text => {
+                    let text = report::status_text(&r);
+                    match (&ns, text.split_once('\n')) {
+                        (Some((name, how)), Some((first, rest))) => {
+                            print!("{first}\nnamespace {} ({how})\n{rest}", report::escape(name))
+                        }
+                        _ => print!("{text}"),
+                    }
+                }
             }
             Ok(exit::OK)
         }

@@ -349,6 +349,7 @@ impl Elector {
                 Some(Command::Resign) => true,
                 None => false,
             },
+            _ = self.backend.resign_requested(term) => true,
             _ = ctx.shutdown.cancelled() => {
                 // The deadline may have passed while we were paused: then do not write.
                 let live = Instant::now() < last_renew + self.cfg.renew_deadline;
