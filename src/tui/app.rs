@@ -11,9 +11,13 @@
 use super::demo::{self, Demo, Exit};
 use super::input::{Action, action};
 use super::render::render;
-use super::state::{LogKind, LogLine, Snapshot, State, Target};
+use super::state::{
+    KillPlan, LogKind, LogLine, PodKill, Reach, ResignPlan, Snapshot, State, Target,
+};
 use super::terminal::TerminalGuard;
+use crate::backend::kube::KubeBackend;
 use crate::backend::{Backend, LeaseView};
+use crate::election::Term;
 use crate::participant::Failure;
 use crate::{exit, participant};
 use crossterm::event::{Event as TermEvent, EventStream};
@@ -142,6 +146,44 @@ pub fn spawn_reader(
     (rx, task)
 }
 
+/// How a backend action, run in its own task off the loop, ended.
+#[derive(Debug)]
+pub enum Done {
+    /// The leader's Pod was deleted.
+    PodDeleted {
+        /// Its name.
+        pod: String,
+        /// The term its crown held.
+        term: Term,
+    },
+    /// The holder names no Pod: SIGKILL its confirmed local process instead.
+    NoPod(Target),
+    /// The resign request was written on the Lease.
+    ResignRequested {
+        /// The leader asked.
+        holder: String,
+        /// Its term.
+        term: Term,
+    },
+    /// Refused or failed: the line to show.
+    Failed(String),
+}
+
+/// Deletes the leader's Pod (or finds it has none and a local fallback applies).
+async fn delete_pod(kube: &KubeBackend, k: PodKill) -> Done {
+    if let Some(t) = k.fallback {
+        match kube.pod_exists(&k.holder).await {
+            Ok(false) => return Done::NoPod(t),
+            Ok(true) => {}
+            Err(e) => return Done::Failed(format!("k: {e}")),
+        }
+    }
+    match kube.delete_leader_pod(&k.holder, k.term).await {
+        Ok(pod) => Done::PodDeleted { pod, term: k.term },
+        Err(e) => Done::Failed(format!("k: refused to delete Pod {}: {e}", k.holder)),
+    }
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -154,6 +196,9 @@ impl Drop for AbortOnDrop {
 /// The dashboard and what it controls.
 pub struct App {
     backend: Arc<dyn Backend>,
+    kube: Option<Arc<KubeBackend>>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: Option<mpsc::UnboundedReceiver<Done>>,
     /// What is shown.
     pub state: State,
     demo: Option<Demo>,
@@ -163,11 +208,68 @@ pub struct App {
 impl App {
     /// A dashboard over `backend`, controlling `demo`'s participants if given.
     pub fn new(backend: Arc<dyn Backend>, state: State, demo: Option<Demo>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         App {
             backend,
+            kube: None,
+            done_tx,
+            done_rx: Some(done_rx),
             state,
             demo,
             printed: 0,
+        }
+    }
+
+    /// On Kubernetes: `k` deletes the leader's Pod and `r` asks it to resign through `kube`
+    /// (the same backend the dashboard reads).
+    pub fn with_kube(mut self, kube: Arc<KubeBackend>) -> Self {
+        self.kube = Some(kube);
+        self.state.reach = Reach::Kube;
+        self
+    }
+
+    /// Runs a backend action in its own task (the loop never waits for the apiserver); its
+    /// result comes back as [`Done`].
+    fn spawn_remote<F>(&mut self, what: String, f: impl FnOnce(Arc<KubeBackend>) -> F)
+    where
+        F: Future<Output = Done> + Send + 'static,
+    {
+        let Some(kube) = self.kube.clone() else {
+            self.state
+                .log(LogKind::Error, format!("{what}: no Kubernetes client"));
+            return;
+        };
+        self.state.log(LogKind::Action, format!("{what}…"));
+        self.state.pending = Some(what);
+        let tx = self.done_tx.clone();
+        let fut = f(kube);
+        tokio::spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+    }
+
+    /// Shows how a backend action ended.
+    pub fn remote_done(&mut self, d: Done) {
+        self.state.tick(jiff::Timestamp::now());
+        self.state.pending = None;
+        match d {
+            Done::PodDeleted { pod, term } => self.state.log(
+                LogKind::Action,
+                format!("deleted Pod {pod} (leader in term {term}); a follower takes over"),
+            ),
+            Done::NoPod(t) => {
+                let what = format!("kill -9 {} (pid {}): it runs in no Pod", t.id, t.pid);
+                if self.send(&t, Signal::SIGKILL, &what)
+                    && self.state.paused.as_ref().is_some_and(|p| p.pid == t.pid)
+                {
+                    self.state.paused = None;
+                }
+            }
+            Done::ResignRequested { holder, term } => self.state.log(
+                LogKind::Action,
+                format!("asked {holder} to resign term {term} (Lease annotation crown.io/resign)"),
+            ),
+            Done::Failed(why) => self.state.log(LogKind::Warn, why),
         }
     }
 
@@ -215,8 +317,9 @@ impl App {
             Action::None => {}
             Action::Quit => return false,
             Action::ToggleHelp => self.state.help = !self.state.help,
-            Action::AskKill => match self.state.kill_target() {
-                Ok(t) => self.state.confirm_kill = Some(t),
+            Action::AskKill => match self.state.kill_plan() {
+                Ok(KillPlan::Signal(t)) => self.state.confirm_kill = Some(t),
+                Ok(KillPlan::DeletePod(k)) => self.state.confirm_pod = Some(k),
                 Err(why) => self.state.log(LogKind::Warn, format!("k: {why}")),
             },
             Action::CancelKill => {
@@ -224,8 +327,16 @@ impl App {
                     self.state
                         .log(LogKind::Info, format!("kill {} cancelled", t.id));
                 }
+                if let Some(k) = self.state.confirm_pod.take() {
+                    self.state
+                        .log(LogKind::Info, format!("delete Pod {} cancelled", k.holder));
+                }
             }
             Action::ConfirmKill => {
+                if let Some(k) = self.state.confirm_pod.take() {
+                    let what = format!("deleting Pod {} (leader in term {})", k.holder, k.term);
+                    self.spawn_remote(what, move |kube| async move { delete_pod(&kube, k).await });
+                }
                 if let Some(t) = self.state.confirm_kill.take() {
                     let what = format!("kill -9 {} (pid {})", t.id, t.pid);
                     if self.send(&t, Signal::SIGKILL, &what)
@@ -257,10 +368,19 @@ impl App {
                 }
                 (None, Err(why)) => self.state.log(LogKind::Warn, format!("p: {why}")),
             },
-            Action::Resign => match self.state.resign_target() {
-                Ok(t) => {
+            Action::Resign => match self.state.resign_plan() {
+                Ok(ResignPlan::Signal(t)) => {
                     let what = format!("asked {} (pid {}) to resign: SIGUSR1", t.id, t.pid);
                     self.send(&t, Signal::SIGUSR1, &what);
+                }
+                Ok(ResignPlan::Request { holder, term }) => {
+                    let what = format!("asking {holder} to resign term {term}");
+                    self.spawn_remote(what, move |kube| async move {
+                        match kube.request_resign(term).await {
+                            Ok(()) => Done::ResignRequested { holder, term },
+                            Err(e) => Done::Failed(format!("r: refused: {e}")),
+                        }
+                    });
                 }
                 Err(why) => self.state.log(LogKind::Warn, format!("r: {why}")),
             },
@@ -433,6 +553,7 @@ impl App {
             i
         });
         tokio::pin!(stop);
+        let mut done_rx = self.done_rx.take();
         let mut why = "quit";
         loop {
             tokio::select! {
@@ -459,6 +580,12 @@ impl App {
                     }
                 },
                 Some(read) = reads.recv() => self.apply_read(read),
+                Some(d) = async {
+                    match done_rx.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.remote_done(d),
                 _ = tick.tick() => self.state.tick(jiff::Timestamp::now()),
                 Some(e) = exits.recv() => self.child_exited(&e),
                 _ = async {
@@ -482,6 +609,7 @@ impl App {
                     .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot draw: {e}")))?;
             }
         }
+        self.done_rx = done_rx;
         Ok(why)
     }
 

@@ -167,8 +167,29 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
         None => default_log_path()?,
     };
     init_file_logging(&log)?;
-    let backend = participant::observe_backend(&args.backend).await?;
-    let state = new_state(
+    // On Kubernetes the dashboard keeps the concrete client: `k` and `r` act through it.
+    let (backend, kube): (Arc<dyn crate::backend::Backend>, _) =
+        if args.backend.backend == BackendKind::Kube {
+            let me = crate::election::Identity {
+                id: String::new(),
+                pid: std::process::id(),
+                host: participant::hostname(),
+            };
+            let k = Arc::new(
+                crate::backend::kube::KubeBackend::connect(
+                    &args.backend.namespace,
+                    args.backend.lease_name(),
+                    &args.backend.election,
+                    me,
+                    args.backend.wait_for_backend,
+                )
+                .await?,
+            );
+            (k.clone(), Some(k))
+        } else {
+            (participant::observe_backend(&args.backend).await?, None)
+        };
+    let mut state = new_state(
         &args.backend.election,
         format!("{} {}", backend.kind(), args.backend.location()),
         false,
@@ -178,18 +199,26 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
     let headless = !std::io::stdout().is_terminal();
     // No children: keep the sender so the exit channel stays open and silent.
     let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    App::new(backend, state, None)
-        .run(
-            Options {
-                refresh: args.refresh,
-                headless,
-                duration: None,
-                chaos: None,
-                read_timeout: app::READ_TIMEOUT,
-            },
-            rx,
-        )
-        .await
+    state.reach = match args.backend.backend {
+        BackendKind::Kube => state::Reach::Kube,
+        BackendKind::Etcd => state::Reach::Etcd,
+        BackendKind::File => state::Reach::Local,
+    };
+    let mut app = App::new(backend, state, None);
+    if let Some(k) = kube {
+        app = app.with_kube(k);
+    }
+    app.run(
+        Options {
+            refresh: args.refresh,
+            headless,
+            duration: None,
+            chaos: None,
+            read_timeout: app::READ_TIMEOUT,
+        },
+        rx,
+    )
+    .await
 }
 
 /// The timing flags that reproduce `t` on a child's command line.

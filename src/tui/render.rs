@@ -4,7 +4,7 @@
 //! a chart of recent failover gaps, the event log, and a footer with the keys. Taller terminals
 //! give the history and the log more rows; wider ones more columns.
 
-use super::state::{Freshness, LogKind, State, fmt_duration};
+use super::state::{Freshness, LogKind, Reach, State, fmt_duration};
 use crate::election::Role;
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
@@ -42,8 +42,15 @@ pub fn render(f: &mut Frame, s: &State) {
     if s.help {
         render_help(f, s, area);
     }
-    if let Some(t) = &s.confirm_kill {
-        let text = format!("kill {} (pid {})? y/n", t.id, t.pid);
+    let confirm = match (&s.confirm_kill, &s.confirm_pod) {
+        (Some(t), _) => Some((format!("kill {} (pid {})? y/n", t.id, t.pid), " SIGKILL ")),
+        (None, Some(k)) => Some((
+            format!("delete Pod {} (term {})? y/n", k.holder, k.term),
+            " kubectl delete pod ",
+        )),
+        (None, None) => None,
+    };
+    if let Some((text, title)) = confirm {
         let w = (text.len() as u16 + 6).min(area.width);
         let popup = centered(area, w, 3);
         f.render_widget(Clear, popup);
@@ -53,7 +60,7 @@ pub fn render(f: &mut Frame, s: &State) {
                 .block(
                     Block::bordered()
                         .border_style(Style::new().fg(Color::Red))
-                        .title(" SIGKILL "),
+                        .title(title),
                 ),
             popup,
         );
@@ -412,9 +419,14 @@ fn render_footer(f: &mut Frame, s: &State, area: Rect) {
         };
         vec![Span::styled(k, ks), Span::styled(format!(" {label} "), ls)]
     };
-    let kill = s.kill_target();
-    let pause = s.pause_target();
-    let resign = s.resign_target();
+    let kill = s.kill_plan().map(|_| ());
+    let pause = s.pause_target().map(|_| ());
+    let resign = s.resign_plan().map(|_| ());
+    let kill_label = if s.reach == Reach::Kube {
+        "kill pod"
+    } else {
+        "kill"
+    };
     let spawn = s.spawn_available();
     let pause_label = if s.paused.is_some() {
         "resume"
@@ -422,7 +434,7 @@ fn render_footer(f: &mut Frame, s: &State, area: Rect) {
         "pause"
     };
     let mut spans = vec![Span::raw(" ")];
-    spans.extend(key("k", "kill".into(), kill.is_ok()));
+    spans.extend(key("k", kill_label.into(), kill.is_ok()));
     spans.extend(key("p", pause_label.into(), pause.is_ok()));
     spans.extend(key("r", "resign".into(), resign.is_ok()));
     spans.extend(key("n", "new".into(), spawn.is_ok()));
@@ -458,11 +470,19 @@ fn render_footer(f: &mut Frame, s: &State, area: Rect) {
 fn render_help(f: &mut Frame, s: &State, area: Rect) {
     let mut lines = vec![
         Line::from(" Keys".bold()),
-        Line::from("  k      kill -9 the leader (asks y/n; leader on this host only)"),
+        Line::from(if s.reach == Reach::Kube {
+            "  k      delete the leader's Pod (asks y/n; crown-labelled Pods only)"
+        } else {
+            "  k      kill -9 the leader (asks y/n; leader on this host only)"
+        }),
         Line::from("  p      pause the leader (SIGSTOP); p again resumes it (SIGCONT)"),
         Line::from("         past the lease duration a follower takes over in a higher"),
         Line::from("         term; on resume the old leader steps down without acting"),
-        Line::from("  r      ask the leader to resign (SIGUSR1)"),
+        Line::from(if s.reach == Reach::Kube {
+            "  r      ask the leader to resign (annotation on the Lease, its term)"
+        } else {
+            "  r      ask the leader to resign (SIGUSR1)"
+        }),
         Line::from("  n      start another participant (crown demo only)"),
         Line::from("  ?      this help            q, Esc, Ctrl-C   quit"),
         Line::from(""),

@@ -25,6 +25,55 @@ pub struct Target {
     pub stamp: ProcessStamp,
 }
 
+/// What the dashboard can reach besides processes on this host, by backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// Signals to confirmed local processes only (file backend).
+    #[default]
+    Local,
+    /// Kubernetes: `k` deletes the leader's Pod, `r` asks it to resign through the Lease;
+    /// `p` is local only.
+    Kube,
+    /// etcd: signals to local processes only, for now; `p` says it is local only.
+    Etcd,
+}
+
+/// What `k` (then `y`) does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KillPlan {
+    /// SIGKILL a confirmed participant process on this host.
+    Signal(Target),
+    /// Delete the leader's Pod through the apiserver.
+    DeletePod(PodKill),
+}
+
+/// The leader's Pod to delete (checked by the apiserver call: same holder and term, crown's
+/// label). When the holder names no Pod (crown runs on this host outside a Pod) and
+/// `fallback` is a confirmed local process, that process is SIGKILLed instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodKill {
+    /// Holder identity = the Pod's name.
+    pub holder: String,
+    /// The term it holds.
+    pub term: Term,
+    /// The confirmed local process of that leader, if any.
+    pub fallback: Option<Target>,
+}
+
+/// What `r` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResignPlan {
+    /// SIGUSR1 a confirmed participant process on this host.
+    Signal(Target),
+    /// Ask the holder of `term` to resign through the backend (the Lease annotation).
+    Request {
+        /// The leader asked.
+        holder: String,
+        /// The term to resign; the request is ignored by any other term.
+        term: Term,
+    },
+}
+
 /// What kind of line an event is (its colour).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogKind {
@@ -164,6 +213,8 @@ pub struct State {
     pub paused: Option<Target>,
     /// A kill waiting for y/n.
     pub confirm_kill: Option<Target>,
+    /// A Pod deletion waiting for y/n (kube).
+    pub confirm_pod: Option<PodKill>,
     /// The help overlay is shown.
     pub help: bool,
     /// The last backend read failed with this.
@@ -172,6 +223,10 @@ pub struct State {
     pub log_path: Option<String>,
     /// Heartbeat pids whose process does not match (from the last snapshot).
     pub mismatched: BTreeMap<u32, String>,
+    /// What the keys can reach on this backend.
+    pub reach: Reach,
+    /// A backend action under way (the keys that act through the backend wait for it).
+    pub pending: Option<String>,
     ids: BTreeMap<String, IdTrack>,
     next_seq: u64,
     max_term: Term,
@@ -199,10 +254,13 @@ impl State {
             events: VecDeque::new(),
             paused: None,
             confirm_kill: None,
+            confirm_pod: None,
             help: false,
             backend_error: None,
             log_path: None,
             mismatched: BTreeMap::new(),
+            reach: Reach::Local,
+            pending: None,
             ids: BTreeMap::new(),
             next_seq: 1,
             max_term: Term(0),
@@ -213,7 +271,7 @@ impl State {
 
     /// Which keys mean what now.
     pub fn mode(&self) -> super::input::Mode {
-        if self.confirm_kill.is_some() {
+        if self.confirm_kill.is_some() || self.confirm_pod.is_some() {
             super::input::Mode::ConfirmKill
         } else if self.help {
             super::input::Mode::Help
@@ -563,16 +621,77 @@ impl State {
         })
     }
 
-    /// What `k` would kill.
+    /// What `k` would kill by a signal (chaos mode uses this).
     pub fn kill_target(&self) -> Availability {
         self.leader_target()
     }
 
-    /// What `p` would pause (or resume, when something is paused).
+    /// What `k` does. On Kubernetes the leader's Pod is deleted, even when its process runs
+    /// on this host (a test kubelet): a killed container is restarted in the same Pod, the
+    /// Pod is what Kubernetes manages and what `kubectl delete pod` would remove. A confirmed
+    /// local process is the fallback for a holder that names no Pod (crown run on this host
+    /// with `--backend kube`). Elsewhere, a confirmed local process only.
+    pub fn kill_plan(&self) -> Result<KillPlan, String> {
+        match self.reach {
+            Reach::Kube => {
+                if let Some(p) = &self.pending {
+                    return Err(format!("waiting for {p}"));
+                }
+                let Some(l) = &self.leader else {
+                    return Err("no leader".into());
+                };
+                Ok(KillPlan::DeletePod(PodKill {
+                    holder: l.id.clone(),
+                    term: l.term,
+                    fallback: self.leader_target().ok(),
+                }))
+            }
+            Reach::Etcd => self
+                .leader_target()
+                .map(KillPlan::Signal)
+                .map_err(local_only),
+            Reach::Local => self.leader_target().map(KillPlan::Signal),
+        }
+    }
+
+    /// What `p` would pause (or resume, when something is paused): a confirmed process on
+    /// this host, on every backend (there is no remote pause).
     pub fn pause_target(&self) -> Availability {
         match &self.paused {
             Some(t) => Ok(t.clone()),
-            None => self.leader_target(),
+            None => match self.reach {
+                Reach::Local => self.leader_target(),
+                Reach::Kube | Reach::Etcd => self.leader_target().map_err(local_only),
+            },
+        }
+    }
+
+    /// What `r` does. On Kubernetes always the resign request on the Lease (it reaches the
+    /// holder wherever it runs, names the term, and a stale one is ignored), never SIGUSR1.
+    pub fn resign_plan(&self) -> Result<ResignPlan, String> {
+        match self.reach {
+            Reach::Kube => {
+                if let Some(p) = &self.pending {
+                    return Err(format!("waiting for {p}"));
+                }
+                let Some(l) = &self.leader else {
+                    return Err("no leader".into());
+                };
+                if let Some(p) = &self.paused
+                    && p.id == l.id
+                {
+                    return Err("leader is paused".into());
+                }
+                Ok(ResignPlan::Request {
+                    holder: l.id.clone(),
+                    term: l.term,
+                })
+            }
+            Reach::Etcd => self
+                .resign_target()
+                .map(ResignPlan::Signal)
+                .map_err(local_only),
+            Reach::Local => self.resign_target().map(ResignPlan::Signal),
         }
     }
 
@@ -627,6 +746,11 @@ impl State {
 }
 
 /// Escapes control characters in every string of a snapshot that is shown or logged.
+/// A refusal of a key that only signals processes on this host.
+fn local_only(why: String) -> String {
+    format!("{why}; local only")
+}
+
 fn sanitize(snap: &mut Snapshot) {
     fn fix(s: &mut String) {
         if let std::borrow::Cow::Owned(e) = escape(s) {

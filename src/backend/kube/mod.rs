@@ -359,6 +359,21 @@ impl KubeBackend {
             .map_err(|e| api_err("delete", &format!("pods {holder:?}"), ns, e))
     }
 
+    /// Whether a Pod named `name` exists in the Lease's namespace (the dashboard's `k` falls
+    /// back to a local signal for a holder that names no Pod: crown run outside a Pod).
+    pub async fn pod_exists(&self, name: &str) -> Result<bool, BackendError> {
+        if super::validate_election_name(name).is_err() {
+            return Ok(false);
+        }
+        let inner = &self.inner;
+        inner
+            .pods
+            .get_opt(name)
+            .await
+            .map(|p| p.is_some())
+            .map_err(|e| api_err("get", &format!("pods {name:?}"), &inner.namespace, e))
+    }
+
     /// Starts watching the Lease (idempotent): every change wakes [`Backend::changed`].
     pub fn watch(&self) {
         if self.inner.watching.swap(true, Ordering::SeqCst) {
