@@ -649,8 +649,18 @@ impl State {
             Reach::Etcd => self
                 .leader_target()
                 .map(KillPlan::Signal)
-                .map_err(local_only),
+                .map_err(|w| self.local_only(w)),
             Reach::Local => self.leader_target().map(KillPlan::Signal),
+        }
+    }
+
+    /// A refusal of a key that only signals processes on this host, saying so when there is
+    /// a leader it cannot reach.
+    fn local_only(&self, why: String) -> String {
+        if self.leader.is_some() {
+            format!("{why}; local only")
+        } else {
+            why
         }
     }
 
@@ -661,7 +671,7 @@ impl State {
             Some(t) => Ok(t.clone()),
             None => match self.reach {
                 Reach::Local => self.leader_target(),
-                Reach::Kube | Reach::Etcd => self.leader_target().map_err(local_only),
+                Reach::Kube | Reach::Etcd => self.leader_target().map_err(|w| self.local_only(w)),
             },
         }
     }
@@ -690,7 +700,7 @@ impl State {
             Reach::Etcd => self
                 .resign_target()
                 .map(ResignPlan::Signal)
-                .map_err(local_only),
+                .map_err(|w| self.local_only(w)),
             Reach::Local => self.resign_target().map(ResignPlan::Signal),
         }
     }
@@ -746,11 +756,6 @@ impl State {
 }
 
 /// Escapes control characters in every string of a snapshot that is shown or logged.
-/// A refusal of a key that only signals processes on this host.
-fn local_only(why: String) -> String {
-    format!("{why}; local only")
-}
-
 fn sanitize(snap: &mut Snapshot) {
     fn fix(s: &mut String) {
         if let std::borrow::Cow::Owned(e) = escape(s) {
@@ -1061,6 +1066,113 @@ pub(crate) mod tests {
         s.paused = Some(t.clone());
         assert_eq!(s.resign_target(), Err("leader is paused".into()));
         assert_eq!(s.pause_target(), Ok(t));
+    }
+
+    /// A leader `p1` in term 4; on this host with a confirming heartbeat when `local`, else on
+    /// host `node-a` (a Pod elsewhere) with no heartbeat here.
+    fn leader_at(s: &mut State, local: bool) {
+        let mut r = record("p1", 4, 101, "2025-01-01T12:00:01Z");
+        let mut members = vec![member("p1", 101, Role::Leader, 4, "2025-01-01T12:00:02Z")];
+        if !local {
+            r.host = "node-a".into();
+            members[0].host = "node-a".into();
+        }
+        s.apply(
+            Snapshot {
+                lease: LeaseView::Record(r),
+                members,
+                history: vec![],
+                dead_pids: BTreeSet::new(),
+                mismatched: Default::default(),
+            },
+            ts("2025-01-01T12:00:02Z"),
+        );
+    }
+
+    #[test]
+    fn keys_per_backend_and_leader_kind() {
+        let pod = |fallback: Option<Target>| {
+            Ok(KillPlan::DeletePod(PodKill {
+                holder: "p1".into(),
+                term: Term(4),
+                fallback,
+            }))
+        };
+        let request = Ok(ResignPlan::Request {
+            holder: "p1".into(),
+            term: Term(4),
+        });
+        // No leader: nothing to act on, on any backend.
+        for reach in [Reach::Local, Reach::Kube, Reach::Etcd] {
+            let mut s = state();
+            s.reach = reach;
+            assert_eq!(s.kill_plan(), Err("no leader".into()), "{reach:?}");
+            assert!(s.resign_plan().is_err() && s.pause_target().is_err());
+        }
+
+        // File: a remote leader greys k p r; a local confirmed one gets signals.
+        let mut s = state();
+        leader_at(&mut s, false);
+        assert_eq!(s.kill_plan(), Err("leader on node-a".into()));
+        assert_eq!(s.resign_plan(), Err("leader on node-a".into()));
+        assert_eq!(s.pause_target(), Err("leader on node-a".into()));
+        leader_at(&mut s, true);
+        assert_eq!(s.kill_plan(), Ok(KillPlan::Signal(target("p1", 101))));
+        assert_eq!(s.resign_plan(), Ok(ResignPlan::Signal(target("p1", 101))));
+
+        // Kube, leader in a Pod elsewhere: k deletes its Pod, r asks through the Lease, p
+        // says it is local only.
+        let mut s = state();
+        s.reach = Reach::Kube;
+        leader_at(&mut s, false);
+        assert_eq!(s.kill_plan(), pod(None));
+        assert_eq!(s.resign_plan(), request);
+        assert_eq!(s.pause_target(), Err("leader on node-a; local only".into()));
+        // Kube, leader a confirmed process on this host: the Pod still comes first (the local
+        // process is the fallback for a holder that names no Pod); r stays the Lease request;
+        // p pauses the local process.
+        leader_at(&mut s, true);
+        assert_eq!(s.kill_plan(), pod(Some(target("p1", 101))));
+        assert_eq!(s.resign_plan(), request);
+        assert_eq!(s.pause_target(), Ok(target("p1", 101)));
+        // A paused leader cannot act on a resign request.
+        s.paused = Some(target("p1", 101));
+        assert_eq!(s.resign_plan(), Err("leader is paused".into()));
+        s.paused = None;
+        // One backend action at a time.
+        s.pending = Some("deleting Pod p1 (leader in term 4)".into());
+        let busy = "waiting for deleting Pod p1 (leader in term 4)".to_string();
+        assert_eq!(s.kill_plan(), Err(busy.clone()));
+        assert_eq!(s.resign_plan(), Err(busy));
+        assert!(s.pause_target().is_ok(), "p is local and never waits");
+
+        // Etcd (for now): signals to local confirmed processes only, saying so.
+        let mut s = state();
+        s.reach = Reach::Etcd;
+        leader_at(&mut s, false);
+        assert_eq!(s.kill_plan(), Err("leader on node-a; local only".into()));
+        assert_eq!(s.resign_plan(), Err("leader on node-a; local only".into()));
+        assert_eq!(s.pause_target(), Err("leader on node-a; local only".into()));
+        leader_at(&mut s, true);
+        assert_eq!(s.kill_plan(), Ok(KillPlan::Signal(target("p1", 101))));
+    }
+
+    #[test]
+    fn a_pod_deletion_asks_first_and_any_other_key_cancels() {
+        use crate::tui::input::{Action, Mode, action};
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+        let mut s = state();
+        s.reach = Reach::Kube;
+        leader_at(&mut s, false);
+        assert_eq!(action(&key('k'), s.mode()), Action::AskKill);
+        let Ok(KillPlan::DeletePod(k)) = s.kill_plan() else {
+            panic!("k deletes the Pod on kube")
+        };
+        s.confirm_pod = Some(k);
+        assert_eq!(s.mode(), Mode::ConfirmKill);
+        assert_eq!(action(&key('y'), s.mode()), Action::ConfirmKill);
+        assert_eq!(action(&key('r'), s.mode()), Action::CancelKill);
     }
 
     fn local_leader(s: &mut State, members: Vec<Member>, at: &str) {
