@@ -8,6 +8,10 @@
 //! higher term; `p` resumes the paused one, which logs "lost leadership: renew deadline
 //! passed" and never renews its old term again; `q` leaves no process behind.
 
+mod common;
+#[path = "common/kubelet.rs"]
+mod kubelet;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -397,5 +401,125 @@ fn dashboard_quits_while_a_backend_read_is_stuck() {
         "q took {:?}",
         t0.elapsed()
     );
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+}
+
+/// The holder and term of the walkthrough's Lease, by kubectl.
+fn kube_lease(env: &common::kube::KubeEnv) -> Option<(String, u64)> {
+    let out = env.kubectl_try(
+        &[
+            "-n",
+            "crown",
+            "get",
+            "lease",
+            "crown",
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
+        ],
+        None,
+    );
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (h, t) = s.trim().split_once(' ')?;
+    (!h.is_empty()).then(|| (h.to_string(), t.parse().unwrap_or(0)))
+}
+
+/// Issue 13 item 4: the dashboard at 80×24 on a running control plane (apiserver,
+/// controller-manager, the test kubelet running the 3-replica Deployment), as the
+/// `crown-dashboard` service account of k8s/kube/rbac.yaml: `k` + `y` deletes the leader's
+/// Pod and the screen shows the next term; `r` hands over to another Pod.
+#[test]
+fn dashboard_deletes_the_leader_pod_and_asks_it_to_resign_on_kube() {
+    let env = common::kube::KubeEnv::start();
+    let _kubelet = kubelet::deploy_kube_variant(&env, BIN, 3);
+    let sa = "system:serviceaccount:crown:crown-dashboard";
+    // The dashboard's Role is what its keys need and nothing more.
+    let can = |args: &[&str]| {
+        let mut a = vec!["auth", "can-i"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-n", "crown", "--as", sa]);
+        env.kubectl_try(&a, None).status.success()
+    };
+    for yes in [
+        &["delete", "pods"][..],
+        &["get", "pods"],
+        &["list", "pods"],
+        &["get", "leases/crown"],
+        &["patch", "leases/crown"],
+        &["list", "events.events.k8s.io"],
+    ] {
+        assert!(can(yes), "the dashboard cannot {yes:?}");
+    }
+    for no in [
+        &["patch", "pods"][..],
+        &["create", "pods"],
+        &["update", "leases/crown"],
+        &["delete", "leases/crown"],
+        &["patch", "leases/other-controller"],
+        &["create", "leases"],
+        &["list", "leases"],
+        &["watch", "leases/crown"],
+        &["create", "pods/eviction"],
+        &["delete", "deployments.apps"],
+        &["get", "secrets"],
+    ] {
+        assert!(
+            !can(no),
+            "the dashboard may {no:?}: more than its keys need"
+        );
+    }
+
+    let (holder, term) = common::eventually("a holder", WAIT, || kube_lease(&env));
+    let tmp = tempfile::tempdir().unwrap();
+    let exit_file = tmp.path().join("tui.exit");
+    let cmd = format!(
+        "KUBECONFIG='{}' XDG_STATE_HOME='{}' '{BIN}' tui --backend kube -n crown; echo $? > '{}'",
+        env.kubeconfig_as(sa).display(),
+        tmp.path().join("state").display(),
+        exit_file.display()
+    );
+    let tmux = Tmux::start(&cmd, 80, 24);
+    tmux.wait_for("the leader Pod in the header, k enabled", |s| {
+        (header_leader(s)? == (holder.clone(), term) && s.contains("kill pod")).then_some(())
+    });
+
+    // k, y: the Pod goes, a follower Pod takes over in a higher term.
+    tmux.send("k");
+    let prompt = format!("delete Pod {holder} (term {term})? y/n");
+    tmux.wait_for(&prompt, |s| s.contains(&prompt).then_some(()));
+    tmux.send("y");
+    let (second, t2) = tmux.wait_for("a new leader after the Pod deletion", |s| {
+        let (id, t) = header_leader(s)?;
+        (t > term && id != holder).then_some((id, t))
+    });
+    assert!(
+        tmux.screen().contains("deleted Pod"),
+        "no event line for the deletion:\n{}",
+        tmux.screen()
+    );
+    common::eventually("the old leader Pod gone", WAIT, || {
+        (!env
+            .kubectl_try(&["-n", "crown", "get", "pod", &holder], None)
+            .status
+            .success())
+        .then_some(())
+    });
+    assert_eq!(kube_lease(&env).map(|l| l.1 >= t2), Some(true));
+
+    // r: the leader resigns its term through the Lease; another Pod leads.
+    tmux.send("r");
+    let (third, t3) = tmux.wait_for("a new leader after the resign request", |s| {
+        let (id, t) = header_leader(s)?;
+        (t > t2 && id != second).then_some((id, t))
+    });
+    assert!(
+        env.kubectl_try(&["-n", "crown", "get", "pod", &second], None)
+            .status
+            .success(),
+        "r must not delete the Pod"
+    );
+    eprintln!("kube dashboard: {holder} (term {term}) -> {second} ({t2}) -> {third} ({t3})");
+
+    tmux.send("q");
+    wait_until("the dashboard to exit", || exit_file.exists());
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
 }

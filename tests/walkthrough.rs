@@ -12,6 +12,7 @@ use common::kube::KubeEnv;
 use common::*;
 use crown::backend::kube::{ClientOptions, KubeBackend};
 use crown::election::{Identity, Term};
+use kubelet::rollout_status;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -104,18 +105,6 @@ fn leader_service_is(env: &KubeEnv, ip: &str) -> Instant {
     }
 }
 
-fn rollout_status(env: &KubeEnv) {
-    let out = env.kubectl(&[
-        "-n",
-        "crown",
-        "rollout",
-        "status",
-        "deployment/crown",
-        "--timeout=180s",
-    ]);
-    assert!(out.contains("successfully rolled out"), "{out}");
-}
-
 /// Leadership intervals (term, became, stopped) from every crown process's log, by the
 /// participants' own timestamps.
 fn leadership(k: &kubelet::Kubelet) -> Vec<(u64, jiff::Timestamp, Option<jiff::Timestamp>)> {
@@ -145,20 +134,8 @@ fn leadership(k: &kubelet::Kubelet) -> Vec<(u64, jiff::Timestamp, Option<jiff::T
 #[test]
 fn the_walkthrough_on_a_running_control_plane() {
     let env = KubeEnv::start();
-    env.start_controller_manager();
-    let kubelet = kubelet::Kubelet::start(
-        &env.kubeconfig(),
-        &env.vars["CROWN_KUBE_APISERVER_URL"],
-        &env.vars["CROWN_KUBE_CA"],
-        env.dir.path(),
-        "crown",
-        BIN,
-    );
-
     // 1. Apply, scale, wait for the rollout (every healthy participant is Ready).
-    env.kubectl(&["apply", "-k", &format!("{ROOT}/k8s/kube")]);
-    env.kubectl(&["-n", "crown", "scale", "deployment/crown", "--replicas=3"]);
-    rollout_status(&env);
+    let kubelet = kubelet::deploy_kube_variant(&env, BIN, 3);
 
     // The leader Service is sampled throughout: never two endpoints.
     let stop = Arc::new(AtomicBool::new(false));

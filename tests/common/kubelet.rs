@@ -472,3 +472,46 @@ async fn write_status(pods: &Api<Pod>, name: &str, r: &Running) -> Result<(), St
         .map(|_| ())
         .map_err(|e| format!("status of {name}: {e}"))
 }
+
+/// The walkthrough's cluster, shared by tests/walkthrough.rs and tests/tui_tmux.rs: a
+/// kube-controller-manager on `env`, this kubelet running the `crown` namespace's Pods,
+/// `k8s/kube` applied and scaled to `replicas`, and `kubectl rollout status` succeeded.
+pub fn deploy_kube_variant(
+    env: &crate::common::kube::KubeEnv,
+    bin: &str,
+    replicas: u32,
+) -> Kubelet {
+    let root = env!("CARGO_MANIFEST_DIR");
+    env.start_controller_manager();
+    let kubelet = Kubelet::start(
+        &env.kubeconfig(),
+        &env.vars["CROWN_KUBE_APISERVER_URL"],
+        &env.vars["CROWN_KUBE_CA"],
+        env.dir.path(),
+        "crown",
+        bin,
+    );
+    env.kubectl(&["apply", "-k", &format!("{root}/k8s/kube")]);
+    env.kubectl(&[
+        "-n",
+        "crown",
+        "scale",
+        "deployment/crown",
+        &format!("--replicas={replicas}"),
+    ]);
+    rollout_status(env);
+    kubelet
+}
+
+/// `kubectl rollout status deployment/crown` succeeds (every participant Ready).
+pub fn rollout_status(env: &crate::common::kube::KubeEnv) {
+    let out = env.kubectl(&[
+        "-n",
+        "crown",
+        "rollout",
+        "status",
+        "deployment/crown",
+        "--timeout=180s",
+    ]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+}
