@@ -487,10 +487,12 @@ fn dashboard_deletes_the_leader_pod_and_asks_it_to_resign_on_kube() {
     let prompt = format!("delete Pod {holder} (term {term})? y/n");
     tmux.wait_for(&prompt, |s| s.contains(&prompt).then_some(()));
     tmux.send("y");
+    let t0 = Instant::now();
     let (second, t2) = tmux.wait_for("a new leader after the Pod deletion", |s| {
         let (id, t) = header_leader(s)?;
         (t > term && id != holder).then_some((id, t))
     });
+    let k_took = t0.elapsed();
     assert!(
         tmux.screen().contains("deleted Pod"),
         "no event line for the deletion:\n{}",
@@ -507,6 +509,7 @@ fn dashboard_deletes_the_leader_pod_and_asks_it_to_resign_on_kube() {
 
     // r: the leader resigns its term through the Lease; another Pod leads.
     tmux.send("r");
+    let t0 = Instant::now();
     let (third, t3) = tmux.wait_for("a new leader after the resign request", |s| {
         let (id, t) = header_leader(s)?;
         (t > t2 && id != second).then_some((id, t))
@@ -517,7 +520,11 @@ fn dashboard_deletes_the_leader_pod_and_asks_it_to_resign_on_kube() {
             .success(),
         "r must not delete the Pod"
     );
-    eprintln!("kube dashboard: {holder} (term {term}) -> {second} ({t2}) -> {third} ({t3})");
+    let r_took = t0.elapsed();
+    eprintln!(
+        "kube dashboard: {holder} (term {term}) -k-> {second} ({t2}) on screen after {k_took:?} -r-> {third} ({t3}) after {r_took:?}\n{}",
+        tmux.screen()
+    );
 
     tmux.send("q");
     wait_until("the dashboard to exit", || exit_file.exists());

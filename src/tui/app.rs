@@ -267,7 +267,7 @@ impl App {
             }
             Done::ResignRequested { holder, term } => self.state.log(
                 LogKind::Action,
-                format!("asked {holder} to resign term {term} (Lease annotation crown.io/resign)"),
+                format!("asked {holder} to resign term {term} through the Lease"),
             ),
             Done::Failed(why) => self.state.log(LogKind::Warn, why),
         }
