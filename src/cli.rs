@@ -62,8 +62,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the leader history: every grant, how it ended and the gap before it.
     History(StatusArgs),
-    /// Watch an election live: leader, members, history, failover gaps (observes only; keys
-    /// kill, pause or resign a local leader).
+    /// Watch an election live: leader, members, history, failover gaps (keys kill, pause or
+    /// resign a local leader; on kube, delete the leader's Pod or ask it to resign).
     Tui(TuiArgs),
     /// Start N local participants and watch them in the dashboard; without a terminal, print
     /// their logs and the dashboard's events instead. Its participants stop with it.
