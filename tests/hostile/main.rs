@@ -8,3 +8,4 @@
 #[allow(dead_code)]
 mod common;
 mod second_user;
+mod sidecar;
