@@ -297,8 +297,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let listener = match args.sidecar.http {
         Some(addr) => Some((
             addr,
-            tokio::net::TcpListener::bind(addr)
-                .await
+            sidecar::http::listen(addr)
                 .map_err(|e| Failure::new(exit::CONFIG, format!("cannot listen on {addr}: {e}")))?,
         )),
         None => None,

@@ -98,6 +98,22 @@ pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Largest request head read (the endpoints take no body).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// Connections the kernel completes and queues for us beyond those we serve (the listen
+/// backlog; capped by `net.core.somaxconn`). Waiting there costs crown no descriptor.
+pub const ACCEPT_QUEUE: u32 = 1024;
+
+/// Binds `addr` with an [`ACCEPT_QUEUE`]-deep accept queue.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(ACCEPT_QUEUE)
+}
+
 /// Serves on `listener` until `shutdown`, with at most `max_connections` open at once (more
 /// wait in the kernel's accept queue, costing no descriptor), none accepted while the process
 /// is near its open-file limit (`limits`), a [`HEADER_READ_TIMEOUT`] and a
