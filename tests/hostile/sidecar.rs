@@ -369,7 +369,9 @@ fn resign_stops_setsid_and_double_forked_descendants_first() {
 
 /// A receiver that reads requests and never answers; the JSON bodies it received, with the
 /// instant each arrived.
-fn silent_receiver() -> (u16, Arc<Mutex<Vec<(Instant, Value)>>>) {
+type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
+
+fn silent_receiver() -> (u16, Received) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(vec![]));
