@@ -308,7 +308,7 @@ async fn terminate(spec: &ChildSpec, mut r: Running) {
             signal_checked(&p, rustix::process::Signal::TERM);
         }
     }
-    let (st, mut killed) = match timeout(spec.grace, r.child.wait()).await {
+    let (st, killed) = match timeout(spec.grace, r.child.wait()).await {
         Ok(st) => (st, false),
         Err(_) => {
             let _ = kill(group, Signal::SIGKILL);
@@ -323,7 +323,6 @@ async fn terminate(spec: &ChildSpec, mut r: Running) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let orphans = kill_orphans().await;
-    killed |= orphans > 0;
     let code = st.map(exit_code).unwrap_or(1);
     tracing::info!(
         event = "child_stopped",
@@ -344,7 +343,7 @@ async fn terminate(spec: &ChildSpec, mut r: Running) {
         began.elapsed().as_millis(),
         r.term,
         if orphans > 0 {
-            format!(", {orphans} descendants killed")
+            format!(", {orphans} descendants still running after it killed")
         } else {
             String::new()
         }
