@@ -491,6 +491,7 @@ fn on_child_exit_resign_with_a_child_that_exits_at_once_backs_off() {
         .iter()
         .filter(|l| l.event() == "became_leader" && l.at <= first + Duration::from_secs(10))
         .count();
+    eprintln!("{grants} grants in 10 s");
     assert!(
         grants <= 6,
         "{grants} grants in 10 s with a child that exits at once"
