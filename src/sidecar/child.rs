@@ -143,8 +143,15 @@ impl Supervisor {
     /// it is gone.
     pub async fn stop(&self, term: Term) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Stop(term, tx)).is_ok() {
-            let _ = rx.await;
+        let done = self.tx.send(Msg::Stop(term, tx)).is_ok() && rx.await.is_ok();
+        if !done {
+            // The supervisor task is gone (it panicked): the lease must not be released with
+            // the child still running, so kill every child of ours and its tree.
+            let n = kill_orphans().await;
+            tracing::error!(
+                event = "supervisor_failed",
+                "the child supervisor failed; killed {n} remaining processes of the child's tree"
+            );
         }
     }
 
