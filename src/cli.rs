@@ -79,6 +79,9 @@ pub struct ExecGuardArgs {
     /// The crown process that must be our parent.
     #[arg(long)]
     pub parent_pid: i32,
+    /// The soft open-file limit to restore before exec (crown raised its own).
+    #[arg(long)]
+    pub nofile: Option<u64>,
     /// The command to exec.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

@@ -10,7 +10,11 @@ fn main() {
     let cli = Cli::parse();
     if let Command::ExecGuard(g) = &cli.command {
         // Before any thread exists: this process becomes the child.
-        std::process::exit(crown::sidecar::child::exec_guard(g.parent_pid, &g.command));
+        std::process::exit(crown::sidecar::child::exec_guard(
+            g.parent_pid,
+            g.nofile,
+            &g.command,
+        ));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
