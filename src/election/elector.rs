@@ -380,7 +380,7 @@ impl Elector {
                 Some(Command::ResignFor(d)) => Some(d.max(self.cfg.retry_period)),
                 None => None,
             },
-            _ = self.backend.resign_requested(term) => true,
+            _ = self.backend.resign_requested(term) => Some(self.cfg.retry_period),
             _ = ctx.shutdown.cancelled() => {
                 // The deadline may have passed while we were paused: then do not write.
                 let live = Instant::now() < last_renew + self.cfg.renew_deadline;
