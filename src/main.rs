@@ -66,7 +66,10 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                     let text = report::status_text(&r);
                     match (&ns, text.split_once('\n')) {
                         (Some((name, how)), Some((first, rest))) => {
-                            print!("{first}\nnamespace {} ({how})\n{rest}", report::escape(name))
+                            print!(
+                                "{first}\nnamespace {} ({how})\n{rest}",
+                                report::escape(name)
+                            )
                         }
                         _ => print!("{text}"),
                     }
