@@ -111,6 +111,20 @@ pub enum Decision {
         /// Who holds it now, if anyone.
         leader: Option<LeaderInfo>,
     },
+    /// The lease is free but no term may be granted (the last term is `u64::MAX`): an error
+    /// for the operator, never a wrapped term.
+    Refuse {
+        /// One line saying why.
+        reason: String,
+    },
+}
+
+fn exhausted(term: Term) -> Decision {
+    Decision::Refuse {
+        reason: format!(
+            "term {term} is the largest possible term: crown cannot grant a higher one (the lease record or history was written by something other than crown)"
+        ),
+    }
 }
 
 /// The rule. See the module docs.
@@ -144,8 +158,11 @@ pub fn decide(
         Current::Corrupt { .. } => (unchanged_for >= req.lease_duration, None),
         Current::Record(r) if !r.is_held() => (true, Some((r, EndKind::Released))),
         Current::Record(r) => {
+            // The holder's duration is honoured only up to our own: a record cannot make us
+            // follow a holder that stopped renewing for longer than we would wait ourselves
+            // (like client-go, which judges expiry by its own LeaseDuration).
             let dur = if r.lease_duration_ms > 0 {
-                Duration::from_millis(r.lease_duration_ms)
+                Duration::from_millis(r.lease_duration_ms).min(req.lease_duration)
             } else {
                 req.lease_duration
             };
@@ -176,7 +193,9 @@ pub fn decide(
         Current::Record(r) => r.term,
         _ => Term(0),
     };
-    let term = prev_term.next();
+    let Some(term) = prev_term.checked_next() else {
+        return exhausted(prev_term);
+    };
     let (previous_holder, previous_end, ended_at) = match (current, prev) {
         (_, Some((r, EndKind::Released))) => (
             r.released_by.clone(),
@@ -239,8 +258,11 @@ pub fn above_history(decision: Decision, floor: Term) -> Decision {
             mut record,
             mut grant,
         } if record.term <= floor => {
-            record.term = floor.next();
-            grant.term = record.term;
+            let Some(term) = floor.checked_next() else {
+                return exhausted(floor);
+            };
+            record.term = term;
+            grant.term = term;
             Decision::Acquire { record, grant }
         }
         other => other,

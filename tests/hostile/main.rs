@@ -7,4 +7,5 @@
 #[path = "../common/mod.rs"]
 #[allow(dead_code)]
 mod common;
+mod file;
 mod second_user;
