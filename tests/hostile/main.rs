@@ -5,7 +5,6 @@
 //! One module per area; each adds its `mod` line below.
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 mod file;
 mod second_user;

@@ -197,7 +197,7 @@ impl SafeDir {
                     .map(|st| {
                         format!(
                             "is a {} owned by {}",
-                            kind_name(st.st_mode as u32),
+                            kind_name(st.st_mode),
                             describe_uid(st.st_uid)
                         )
                     })
@@ -335,7 +335,7 @@ impl SafeDir {
             .map(|st| {
                 format!(
                     "a {} owned by {}",
-                    kind_name(st.st_mode as u32),
+                    kind_name(st.st_mode),
                     describe_uid(st.st_uid)
                 )
             })

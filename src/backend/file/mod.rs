@@ -286,7 +286,7 @@ impl Inner {
             return Ok(Term(0));
         };
         let mut cache = self.floor.lock().unwrap();
-        let id = (st.st_dev, st.st_ino as u64);
+        let id = (st.st_dev, st.st_ino);
         let size = st.st_size as u64;
         if cache.file != Some(id) || size < cache.offset {
             *cache = FloorCache {
