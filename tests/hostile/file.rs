@@ -420,6 +420,19 @@ fn row3_other_users_cannot_open_or_flock_the_locks() {
     );
     assert_eq!(code, Some(4), "a lock owned by {INTRUDER} was used: {err}");
     assert!(err.contains(INTRUDER), "{err}");
+
+    // Ours, but 0644 (as crown made it before): another user may hold it open; refused.
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    chmod(&lock, 0o644);
+    let (code, _, err) = crown_bounded(
+        None,
+        &["run", "--id", "a", "--dir", d2.to_str().unwrap()],
+        &[],
+        Duration::from_secs(4),
+    );
+    assert_eq!(code, Some(4), "a 0644 lock file was used: {err}");
+    assert!(err.contains("mode 0644"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

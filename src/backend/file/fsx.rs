@@ -346,9 +346,16 @@ impl SafeDir {
         ))
     }
 
-    /// Checks an open file: a regular file with one link, owned as the policy says; fixes a
-    /// too-open mode on a file we own.
-    fn check_file(&self, name: &str, fd: &OwnedFd) -> Result<rustix::fs::Stat, BackendError> {
+    /// Checks an open file: a regular file with one link, owned as the policy says. A mode
+    /// narrower than ours on a file we own is fixed; a wider one is narrowed for data files, but
+    /// refused for a lock file (`lock`): another user may already hold it open, and a lock fd
+    /// outlives a chmod.
+    fn check_file(
+        &self,
+        name: &str,
+        fd: &OwnedFd,
+        lock: bool,
+    ) -> Result<rustix::fs::Stat, BackendError> {
         let st = rustix::fs::fstat(fd).map_err(|e| {
             unavailable(format!(
                 "cannot inspect {}: {e}",
@@ -378,6 +385,13 @@ impl SafeDir {
             )));
         }
         let want = self.file_mode();
+        if lock && mode & 0o7777 & !want != 0 {
+            return Err(unavailable(format!(
+                "refusing lock file {}: mode {:04o} lets other users open (and flock) it, and an fd opened earlier outlives a chmod; stop every participant of this election and remove it (crown recreates it {want:04o})",
+                self.shown(name).display(),
+                mode & 0o7777
+            )));
+        }
         if mode & 0o7777 != want {
             if st.st_uid == self.euid {
                 if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(want)) {
@@ -423,12 +437,12 @@ impl SafeDir {
         }
     }
 
-    /// Opens `name` for reading and writing, creating it if missing (lock files).
+    /// Opens the lock file `name` for reading and writing, creating it if missing.
     pub fn open_rw(&self, name: &str) -> Result<File, BackendError> {
         let fd = self
             .open_raw(name, OFlags::RDWR | OFlags::CREATE)?
             .expect("created");
-        self.check_file(name, &fd)?;
+        self.check_file(name, &fd, true)?;
         Ok(File::from(fd))
     }
 
@@ -437,7 +451,7 @@ impl SafeDir {
         let Some(fd) = self.open_raw(name, OFlags::RDONLY)? else {
             return Ok(None);
         };
-        let st = self.check_file(name, &fd)?;
+        let st = self.check_file(name, &fd, false)?;
         Ok(Some((File::from(fd), st)))
     }
 
@@ -494,7 +508,7 @@ impl SafeDir {
         let fd = self
             .open_raw(name, OFlags::RDWR | OFlags::CREATE | OFlags::APPEND)?
             .expect("created");
-        let st = self.check_file(name, &fd)?;
+        let st = self.check_file(name, &fd, false)?;
         let size = st.st_size as u64;
         let io = |e: io::Error| {
             unavailable(format!(
@@ -519,6 +533,28 @@ impl SafeDir {
             return Err(io(e));
         }
         Ok(())
+    }
+
+    /// Removes crown's temp files (`.<prefix>….tmp`) older than a minute: left behind only by a
+    /// crash between their creation and their rename.
+    pub fn sweep_temps(&self, prefix: &str) {
+        let Ok(names) = self.list() else { return };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for n in names {
+            if n.len() > prefix.len() + 1
+                && n.starts_with('.')
+                && n[1..].starts_with(prefix)
+                && n.ends_with(".tmp")
+                && let Ok(st) = rustix::fs::statat(&self.fd, n.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                && FileType::from_raw_mode(st.st_mode as _) == FileType::RegularFile
+                && now - (st.st_mtime as i64) > 60
+            {
+                let _ = rustix::fs::unlinkat(&self.fd, n.as_str(), AtFlags::empty());
+            }
+        }
     }
 
     /// Removes `name`; a missing file is fine.

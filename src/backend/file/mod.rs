@@ -47,7 +47,7 @@ pub const MAX_RECORD: u64 = 64 * 1024;
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Observers (`crown history`, the dashboard) read at most this much of the history's end.
-pub const HISTORY_TAIL: u64 = 4 * 1024 * 1024;
+pub const HISTORY_TAIL: u64 = 1024 * 1024;
 
 /// The file backend. Cheap to clone.
 #[derive(Clone)]
@@ -79,10 +79,14 @@ struct Inner {
     floor: Mutex<FloorCache>,
     /// History lines already warned about (by offset).
     warned_lines: Mutex<HashSet<u64>>,
+    /// The observers' view of the history, with the (device, inode, size, mtime) it was read at.
+    history_cache: Mutex<Option<(HistoryKey, Vec<Grant>)>>,
 }
 
+type HistoryKey = (u64, u64, i64, i64, u64);
+
 /// How far the history has been scanned for the term floor.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct FloorCache {
     /// (device, inode) of the scanned file.
     file: Option<(u64, u64)>,
@@ -121,6 +125,10 @@ impl FileBackend {
         }
         i.dir.expect_kind(&i.members_name, true)?;
         i.dir.open_rw(&i.lock_name)?;
+        i.dir.sweep_temps(&i.lease_name);
+        if let Ok(Some(m)) = i.members_dir(false) {
+            m.sweep_temps(&format!("{}.json.", i.me.id));
+        }
         Ok(b)
     }
 
@@ -164,6 +172,7 @@ impl FileBackend {
             warned_corrupt: Mutex::new(None),
             floor: Mutex::new(FloorCache::default()),
             warned_lines: Mutex::new(HashSet::new()),
+            history_cache: Mutex::new(None),
         };
         FileBackend {
             inner: Arc::new(inner),
@@ -288,50 +297,22 @@ impl Inner {
         let mut cache = self.floor.lock().unwrap();
         let id = (st.st_dev, st.st_ino);
         let size = st.st_size as u64;
+        let fresh = FloorCache {
+            file: Some(id),
+            ..FloorCache::default()
+        };
         if cache.file != Some(id) || size < cache.offset {
-            *cache = FloorCache {
-                file: Some(id),
-                ..FloorCache::default()
-            };
+            *cache = fresh;
         }
         let mut f = f;
-        f.seek(SeekFrom::Start(cache.offset))
-            .map_err(|e| refuse(e.to_string()))?;
-        let mut max = cache.max;
-        let mut lines = cache.lines;
-        let mut torn_term = None;
-        let end = scan_lines(f, cache.offset, &mut |off, line| {
-            let t = match line {
-                Line::Complete(b) => {
-                    lines += 1;
-                    if b.iter().all(u8::is_ascii_whitespace) {
-                        return Ok(());
-                    }
-                    term_of(b).map_err(|why| format!("line {lines} (byte {off}): {why}"))?
-                }
-                Line::TooLong => {
-                    return Err(format!(
-                        "line {} (byte {off}) is over {MAX_LINE} bytes",
-                        lines + 1
-                    ));
-                }
-                Line::Torn(b) => {
-                    // A last line without its newline: counted if it is whole.
-                    let t = term_of(b).map_err(|why| {
-                        format!("it ends with an incomplete line (byte {off}): {why}")
-                    })?;
-                    torn_term = Some(t);
-                    t
-                }
-            };
-            max = max.max(t);
-            Ok(())
-        })
-        .map_err(refuse)?;
-        cache.offset = end;
-        cache.lines = lines;
-        cache.max = max;
-        Ok(torn_term.map_or(max, |t| max.max(t)))
+        let (next, floor) = match scan_floor(&mut f, &cache) {
+            Ok(r) => r,
+            // Rewritten in place since we looked (same inode)? Read it all again once.
+            Err(_) if cache.offset > 0 => scan_floor(&mut f, &fresh).map_err(refuse)?,
+            Err(e) => return Err(refuse(e)),
+        };
+        *cache = next;
+        Ok(floor)
     }
 
     fn write_record(&self, rec: &LeaseRecord) -> Result<(), BackendError> {
@@ -359,6 +340,18 @@ impl Inner {
             return Ok(vec![]);
         };
         let size = st.st_size as u64;
+        let key: HistoryKey = (
+            st.st_dev,
+            st.st_ino,
+            st.st_mtime as i64,
+            st.st_mtime_nsec as i64,
+            size,
+        );
+        if let Some((k, v)) = self.history_cache.lock().unwrap().as_ref()
+            && *k == key
+        {
+            return Ok(v.clone());
+        }
         let start = size.saturating_sub(HISTORY_TAIL);
         f.seek(SeekFrom::Start(start))
             .map_err(|e| io_err("cannot read", &path, e))?;
@@ -404,6 +397,7 @@ impl Inner {
                 );
             }
         }
+        *self.history_cache.lock().unwrap() = Some((key, out.clone()));
         Ok(out)
     }
 
@@ -659,6 +653,48 @@ fn parse_record(bytes: &[u8]) -> Current {
             }
         }
     }
+}
+
+/// Scans the history from where `from` stopped: the new cache and the floor (which also
+/// counts a whole last line that lacks its newline). Any unreadable line is an error.
+fn scan_floor(f: &mut File, from: &FloorCache) -> Result<(FloorCache, Term), String> {
+    f.seek(SeekFrom::Start(from.offset))
+        .map_err(|e| e.to_string())?;
+    let mut max = from.max;
+    let mut lines = from.lines;
+    let mut torn = Term(0);
+    let end = scan_lines(&*f, from.offset, &mut |off, line| {
+        match line {
+            Line::Complete(b) => {
+                lines += 1;
+                if !b.iter().all(u8::is_ascii_whitespace) {
+                    let t =
+                        term_of(b).map_err(|why| format!("line {lines} (byte {off}): {why}"))?;
+                    max = max.max(t);
+                }
+            }
+            Line::TooLong => {
+                return Err(format!(
+                    "line {} (byte {off}) is over {MAX_LINE} bytes",
+                    lines + 1
+                ));
+            }
+            Line::Torn(b) => {
+                // A last line without its newline: counted if it is whole.
+                torn = term_of(b).map_err(|why| {
+                    format!("it ends with an incomplete line (byte {off}): {why}")
+                })?;
+            }
+        }
+        Ok(())
+    })?;
+    let next = FloorCache {
+        file: from.file,
+        offset: end,
+        lines,
+        max,
+    };
+    Ok((next, max.max(torn)))
 }
 
 /// The term of one history line, or why it cannot be read.
