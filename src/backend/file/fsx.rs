@@ -550,7 +550,7 @@ impl SafeDir {
                 && n.ends_with(".tmp")
                 && let Ok(st) = rustix::fs::statat(&self.fd, n.as_str(), AtFlags::SYMLINK_NOFOLLOW)
                 && FileType::from_raw_mode(st.st_mode as _) == FileType::RegularFile
-                && now - (st.st_mtime as i64) > 60
+                && now - st.st_mtime > 60
             {
                 let _ = rustix::fs::unlinkat(&self.fd, n.as_str(), AtFlags::empty());
             }

@@ -343,7 +343,7 @@ impl Inner {
         let key: HistoryKey = (
             st.st_dev,
             st.st_ino,
-            st.st_mtime as i64,
+            st.st_mtime,
             st.st_mtime_nsec as i64,
             size,
         );
