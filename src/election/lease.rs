@@ -470,4 +470,67 @@ mod tests {
         assert_eq!(g.term, Term(10));
         assert_eq!(g.previous_end, Some(EndKind::Corrupt));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_largest_term_is_refused_never_wrapped() {
+        let (a, b) = (me("a"), me("b"));
+        let (mut rec, _) = acquire(decide(
+            &Current::Missing,
+            &mut Observer::default(),
+            &req(&a, None, Instant::now()),
+            Liveness::Unknown,
+        ));
+        rec.term = Term(u64::MAX);
+        let rel = release(&Current::Record(rec), &a, Term(u64::MAX), Timestamp::now()).unwrap();
+        let d = decide(
+            &Current::Record(rel),
+            &mut Observer::default(),
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        );
+        assert!(matches!(d, Decision::Refuse { .. }), "{d:?}");
+        let d = decide(
+            &Current::Missing,
+            &mut Observer::default(),
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        );
+        let d = above_history(d, Term(u64::MAX));
+        assert!(matches!(d, Decision::Refuse { .. }), "{d:?}");
+        assert_eq!(Term(u64::MAX).checked_next(), None);
+        assert_eq!(Term(1).checked_next(), Some(Term(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_records_lease_duration_is_honoured_only_up_to_ours() {
+        let (a, b) = (me("a"), me("b"));
+        let (mut rec, _) = acquire(decide(
+            &Current::Missing,
+            &mut Observer::default(),
+            &req(&a, None, Instant::now()),
+            Liveness::Unknown,
+        ));
+        rec.lease_duration_ms = 86_400_000;
+        let cur = Current::Record(rec);
+        let mut ob = Observer::default();
+        match decide(
+            &cur,
+            &mut ob,
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        ) {
+            Decision::Follow { expires_in, .. } => {
+                assert_eq!(expires_in, Some(Duration::from_secs(5)))
+            }
+            d => panic!("{d:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (_, g) = acquire(decide(
+            &cur,
+            &mut ob,
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        ));
+        assert_eq!(g.previous_end, Some(EndKind::Expired));
+    }
 }
