@@ -19,6 +19,7 @@
 //! A holder on another host (a shared directory) is judged by expiry only.
 
 mod fsx;
+mod history;
 
 pub use fsx::{SafeDir, Sharing};
 
@@ -27,10 +28,11 @@ use crate::election::lease::{self, Current, Liveness, Observer};
 use crate::election::{Grant, Identity, LeaseRecord, Member, Term};
 use async_trait::async_trait;
 use fsx::Bounded;
+use history::{FloorCache, Line, scan_floor, scan_lines};
 use jiff::Timestamp;
 use std::collections::HashSet;
 use std::fs::{File, TryLockError};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -84,19 +86,6 @@ struct Inner {
 }
 
 type HistoryKey = (u64, u64, i64, i64, u64);
-
-/// How far the history has been scanned for the term floor.
-#[derive(Clone, Copy, Default)]
-struct FloorCache {
-    /// (device, inode) of the scanned file.
-    file: Option<(u64, u64)>,
-    /// Offset after the last complete line counted.
-    offset: u64,
-    /// Lines counted.
-    lines: u64,
-    /// The highest term seen.
-    max: Term,
-}
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> BackendError {
     BackendError::Unavailable(format!("{what} {}: {e}", path.display()))
@@ -653,129 +642,6 @@ fn parse_record(bytes: &[u8]) -> Current {
             }
         }
     }
-}
-
-/// Scans the history from where `from` stopped: the new cache and the floor (which also
-/// counts a whole last line that lacks its newline). Any unreadable line is an error.
-fn scan_floor(f: &mut File, from: &FloorCache) -> Result<(FloorCache, Term), String> {
-    f.seek(SeekFrom::Start(from.offset))
-        .map_err(|e| e.to_string())?;
-    let mut max = from.max;
-    let mut lines = from.lines;
-    let mut torn = Term(0);
-    let end = scan_lines(&*f, from.offset, &mut |off, line| {
-        match line {
-            Line::Complete(b) => {
-                lines += 1;
-                if !b.iter().all(u8::is_ascii_whitespace) {
-                    let t =
-                        term_of(b).map_err(|why| format!("line {lines} (byte {off}): {why}"))?;
-                    max = max.max(t);
-                }
-            }
-            Line::TooLong => {
-                return Err(format!(
-                    "line {} (byte {off}) is over {MAX_LINE} bytes",
-                    lines + 1
-                ));
-            }
-            Line::Torn(b) => {
-                // A last line without its newline: counted if it is whole.
-                torn = term_of(b).map_err(|why| {
-                    format!("it ends with an incomplete line (byte {off}): {why}")
-                })?;
-            }
-        }
-        Ok(())
-    })?;
-    let next = FloorCache {
-        file: from.file,
-        offset: end,
-        lines,
-        max,
-    };
-    Ok((next, max.max(torn)))
-}
-
-/// The term of one history line, or why it cannot be read.
-fn term_of(line: &[u8]) -> Result<Term, String> {
-    #[derive(serde::Deserialize)]
-    struct TermOnly {
-        term: Term,
-    }
-    let text = std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8 ({e})"))?;
-    serde_json::from_str::<TermOnly>(text)
-        .map(|t| t.term)
-        .map_err(|e| format!("not a grant ({e})"))
-}
-
-/// One line of a scan.
-enum Line<'a> {
-    /// A line ended by `\n` (without it).
-    Complete(&'a [u8]),
-    /// A line longer than [`MAX_LINE`] (not kept).
-    TooLong,
-    /// The last bytes, without a `\n`.
-    Torn(&'a [u8]),
-}
-
-/// Reads `r` (positioned at byte `start`) line by line, never holding more than
-/// [`MAX_LINE`] bytes of one line; `f` gets each line's offset. Returns the offset just after
-/// the last complete line.
-fn scan_lines(
-    r: impl Read,
-    start: u64,
-    f: &mut dyn FnMut(u64, Line<'_>) -> Result<(), String>,
-) -> Result<u64, String> {
-    let mut br = BufReader::with_capacity(64 * 1024, r);
-    let mut line: Vec<u8> = Vec::new();
-    let mut too_long = false;
-    let (mut off, mut pos) = (start, start);
-    loop {
-        let buf = br.fill_buf().map_err(|e| e.to_string())?;
-        if buf.is_empty() {
-            break;
-        }
-        let (chunk, ends) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], true),
-            None => (buf, false),
-        };
-        if !too_long {
-            if line.len() + chunk.len() > MAX_LINE {
-                too_long = true;
-                line = Vec::new();
-            } else {
-                line.extend_from_slice(chunk);
-            }
-        }
-        let n = chunk.len() + usize::from(ends);
-        br.consume(n);
-        pos += n as u64;
-        if ends {
-            f(
-                off,
-                if too_long {
-                    Line::TooLong
-                } else {
-                    Line::Complete(&line)
-                },
-            )?;
-            line.clear();
-            too_long = false;
-            off = pos;
-        }
-    }
-    if pos > off {
-        f(
-            off,
-            if too_long {
-                Line::TooLong
-            } else {
-                Line::Torn(&line)
-            },
-        )?;
-    }
-    Ok(off)
 }
 
 async fn blocking<T: Send + 'static>(
