@@ -149,8 +149,9 @@ pub struct BackendArgs {
     /// Backend that holds the lease.
     #[arg(long, value_enum, default_value_t = BackendKind::File, env = "CROWN_BACKEND")]
     pub backend: BackendKind,
-    /// Directory of the file backend.
-    #[arg(long, env = "CROWN_DIR", default_value_os_t = default_dir())]
+    /// Directory of the file backend: private to you, or a group share (setgid, mode 2770)
+    /// [default: $XDG_RUNTIME_DIR/crown, else $TMPDIR/crown-<uid>].
+    #[arg(long, env = "CROWN_DIR", default_value_os_t = default_dir(), hide_default_value = true)]
     pub dir: PathBuf,
     /// Election name: participants with the same name compete for one lease.
     #[arg(long, short = 'e', env = "CROWN_ELECTION", default_value = "crown")]
@@ -266,9 +267,19 @@ impl BackendArgs {
     }
 }
 
-/// The default directory of the file backend: `$TMPDIR/crown`.
+/// The default directory of the file backend, private to the user: `$XDG_RUNTIME_DIR/crown`
+/// when `$XDG_RUNTIME_DIR` is an absolute directory we own, else `$TMPDIR/crown-<uid>` (created
+/// 0700 and verified: a directory another user planted there is refused, never used).
 pub fn default_dir() -> PathBuf {
-    std::env::temp_dir().join("crown")
+    use std::os::unix::fs::MetadataExt;
+    let euid = rustix::process::geteuid().as_raw();
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && x.is_absolute()
+        && std::fs::metadata(&x).is_ok_and(|m| m.is_dir() && m.uid() == euid)
+    {
+        return x.join("crown");
+    }
+    std::env::temp_dir().join(format!("crown-{euid}"))
 }
 
 /// Election timings; see `crown::election::Config` for the rule.
@@ -383,8 +394,9 @@ pub struct DemoArgs {
     /// etcd connection flags (etcd backend).
     #[command(flatten)]
     pub etcd: EtcdArgs,
-    /// Directory of the file backend; participants' logs go there too (`<id>.log`).
-    #[arg(long, default_value_os_t = default_dir())]
+    /// Directory of the file backend; participants' logs go there too (`<id>.log`)
+    /// [default: $XDG_RUNTIME_DIR/crown, else $TMPDIR/crown-<uid>].
+    #[arg(long, default_value_os_t = default_dir(), hide_default_value = true)]
     pub dir: PathBuf,
     /// Election name.
     #[arg(long, short = 'e', default_value = "crown")]

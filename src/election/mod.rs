@@ -31,6 +31,11 @@ impl Term {
     pub fn next(self) -> Term {
         Term(self.0 + 1)
     }
+
+    /// The term after this one, or `None` at `u64::MAX` (terms never wrap).
+    pub fn checked_next(self) -> Option<Term> {
+        self.0.checked_add(1).map(Term)
+    }
 }
 
 impl fmt::Display for Term {
