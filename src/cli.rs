@@ -276,6 +276,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CROWN_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Give up if not leader within this long, with exit code 8 (like `flock -w` or `consul
+    /// lock -timeout`); `0` tries once [default: wait forever].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", env = "CROWN_WAIT")]
+    pub wait: Option<Duration>,
     /// Check the flags and configuration, print them, and exit (0 if valid) without touching
     /// the backend. Used to validate container args.
     #[arg(long)]

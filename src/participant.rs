@@ -391,12 +391,19 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
 
     let mut fatal = None;
     let mut code = exit::OK;
+    let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
     loop {
         let ev = tokio::select! {
             ev = events.next() => match ev {
                 Some(ev) => ev,
                 None => break,
             },
+            _ = wait.expired(), if wait.pending() => {
+                wait.give_up(&id);
+                code = exit::WAIT_EXPIRED;
+                shutdown.cancel();
+                continue;
+            }
             Some(x) = recv_opt(&mut child_exits) => {
                 match args.sidecar.on_child_exit {
                     OnChildExit::Exit if !shutdown.is_cancelled() => {
@@ -412,13 +419,18 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             }
         };
         log_event(&id, &ev);
+        if wait.observe(&ev) {
+            wait.give_up(&id);
+            code = exit::WAIT_EXPIRED;
+            shutdown.cancel();
+        }
         metrics.observe(&ev);
         if let Some(n) = &notifier {
             n.observe(&ev);
         }
         match &ev {
             Event::StartedLeading { term } => {
-                if let Some(s) = &supervisor {
+                if let Some(s) = supervisor.as_ref().filter(|_| !wait.gave_up) {
                     s.start(*term);
                 }
             }
@@ -462,6 +474,78 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     match fatal {
         Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
         None => Ok(code),
+    }
+}
+
+/// `crown run --wait`: the deadline to become leader by, once.
+struct WaitLimit {
+    /// The deadline, while it still matters (not yet leader, not yet given up).
+    deadline: Option<tokio::time::Instant>,
+    /// What was asked, for the log line.
+    asked: std::time::Duration,
+    /// Whether one campaign attempt has concluded (we know a leader, or that there is none).
+    attempted: bool,
+    /// Whether we gave up (the lease, if granted meanwhile, is released at once).
+    gave_up: bool,
+    /// The latest we wait when no attempt concludes (the backend keeps failing).
+    cap: std::time::Duration,
+}
+
+impl WaitLimit {
+    fn new(wait: Option<std::time::Duration>, lease_duration: std::time::Duration) -> Self {
+        WaitLimit {
+            deadline: wait.map(|w| tokio::time::Instant::now() + w),
+            asked: wait.unwrap_or_default(),
+            attempted: false,
+            gave_up: false,
+            cap: lease_duration,
+        }
+    }
+
+    /// Whether the deadline still matters.
+    fn pending(&self) -> bool {
+        self.deadline.is_some() && !self.gave_up
+    }
+
+    /// Resolves when we must give up: at the deadline once an attempt has concluded (so
+    /// `--wait 0` tries once), or one lease duration later if none does.
+    async fn expired(&self) {
+        match self.deadline {
+            Some(d) if self.attempted => tokio::time::sleep_until(d).await,
+            Some(d) => tokio::time::sleep_until(d + self.cap).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Notes an event; true if it means giving up now (an attempt concluded without the lease
+    /// at or after the deadline).
+    fn observe(&mut self, ev: &Event) -> bool {
+        if !self.pending() {
+            return false;
+        }
+        match ev {
+            Event::StartedLeading { .. } => {
+                self.deadline = None;
+                false
+            }
+            Event::NewLeader { .. } | Event::NoLeader => {
+                self.attempted = true;
+                self.deadline
+                    .is_some_and(|d| tokio::time::Instant::now() >= d)
+            }
+            _ => false,
+        }
+    }
+
+    fn give_up(&mut self, id: &str) {
+        self.gave_up = true;
+        tracing::info!(
+            event = "wait_expired",
+            id,
+            "[{id}] not leader within --wait {}: giving up (exit code {})",
+            humantime::format_duration(self.asked),
+            exit::WAIT_EXPIRED
+        );
     }
 }
 
