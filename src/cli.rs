@@ -15,6 +15,42 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The one-shot commands: they give up on an unanswering backend after `--timeout`.
+pub const ONE_SHOT: [&str; 2] = ["status", "history"];
+
+/// The command line as the binary parses it: the derive, with `--wait-for-backend` of the
+/// one-shot commands presented as `--timeout` (default 3 s, like `kubectl --request-timeout`;
+/// the old name stays as a hidden alias). The argument id is unchanged, so the value still
+/// lands in [`BackendArgs::wait_for_backend`].
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    for name in ONE_SHOT {
+        cmd = cmd.mut_subcommand(name, |c| {
+            c.mut_arg("wait_for_backend", |a| {
+                a.long("timeout")
+                    .alias("wait-for-backend")
+                    .value_name("DURATION")
+                    .env("CROWN_TIMEOUT")
+                    .default_value("3s")
+                    .help(
+                        "Give up (exit code 4, one line) when the backend does not answer within \
+                         this long: connecting, and then reading",
+                    )
+            })
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`] (exits 2 with clap's message on bad
+/// flags).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit())
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -442,6 +478,7 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]

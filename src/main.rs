@@ -1,13 +1,12 @@
 //! The `crown` binary: parses flags, runs the command, maps failures to one line on stderr
 //! and a distinct exit code (see `crown::exit`).
 
-use clap::Parser;
 use crown::cli::{Cli, Command, OutputFormat};
 use crown::participant::{self, Failure};
 use crown::{exit, report};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = crown::cli::parse();
     if let Command::ExecGuard(g) = &cli.command {
         // Before any thread exists: this process becomes the child.
         std::process::exit(crown::sidecar::child::exec_guard(g.parent_pid, &g.command));
@@ -36,13 +35,16 @@ fn main() {
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Run(args) => {
-            participant::init_logging(args.log_format);
+            participant::init_logging(args.log_format, participant::LOG_DEFAULT);
             participant::run(args).await
         }
         Command::Status(args) => {
-            participant::init_logging(crown::cli::LogFormat::Text);
+            participant::init_logging(
+                crown::cli::LogFormat::Text,
+                participant::ONE_SHOT_LOG_DEFAULT,
+            );
             let wait = args.backend.wait_for_backend;
-            let connect = wait + std::time::Duration::from_secs(5);
+            let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
             let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::status(b.as_ref(), &args.backend.election).await?) };
             let r = report::bounded(report::read_limit(wait), read).await?;
@@ -57,9 +59,12 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Tui(args) => crown::tui::run_tui(args).await,
         Command::Demo(args) => crown::tui::run_demo(args).await,
         Command::History(args) => {
-            participant::init_logging(crown::cli::LogFormat::Text);
+            participant::init_logging(
+                crown::cli::LogFormat::Text,
+                participant::ONE_SHOT_LOG_DEFAULT,
+            );
             let wait = args.backend.wait_for_backend;
-            let connect = wait + std::time::Duration::from_secs(5);
+            let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
             let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::history(b.as_ref()).await?) };
             let rows = report::bounded(report::read_limit(wait), read).await?;

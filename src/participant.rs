@@ -147,10 +147,31 @@ pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Fai
     }
 }
 
-/// Installs the log subscriber: text lines with only the message, or JSON with fields.
-pub fn init_logging(format: LogFormat) {
+/// The default log filter of `crown run` and the dashboard: crown's own lines from INFO (role
+/// changes; heartbeats are DEBUG), libraries' from WARN.
+pub const LOG_DEFAULT: &str = "warn,crown=info";
+
+/// The default log filter of one-shot commands (`status`, `history`): only crown's own
+/// warnings, so that a failure is the one `crown: error:` line (the clients' own retries and
+/// errors stay quiet).
+pub const ONE_SHOT_LOG_DEFAULT: &str = "crown=warn";
+
+/// The log filter: `$CROWN_LOG` if set, else `$RUST_LOG` (the usual variable of Rust
+/// services), else `default`; a filter that does not parse falls back to `default`.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CROWN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    ["CROWN_LOG", "RUST_LOG"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default))
+}
+
+/// Installs the log subscriber (filter from [`log_filter`] with `default`): text lines with
+/// only the message, or JSON with fields.
+pub fn init_logging(format: LogFormat, default: &str) {
+    let filter = log_filter(default);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

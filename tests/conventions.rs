@@ -103,3 +103,89 @@ fn wait_gives_up_with_exit_8_etcd() {
     let mut p2 = Participant::spawn_with("p2", &args, &[]);
     assert_eq!(p2.wait_exit(T), Some(8), "{:?}", p2.raw.lock().unwrap());
 }
+
+/// A loopback port nothing listens on (bound, then closed).
+fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Asserts a one-shot command against a refused backend: exit 4 within 4 s with exactly one
+/// stderr line, crown's own (no client-library ERROR line before it).
+fn fails_fast(args: &[&str], envs: &[(String, String)]) {
+    let start = Instant::now();
+    let (code, out, err) = crown_env(args, envs);
+    let took = start.elapsed();
+    assert_eq!(code, 4, "{args:?}: exit {code}: {err}");
+    assert!(took < Duration::from_secs(4), "{args:?} took {took:?}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: not one line:\n{err}");
+    assert!(err.starts_with("crown: error: "), "{args:?}: {err}");
+    assert!(out.is_empty(), "{args:?}: {out}");
+}
+
+fn quiet_env() -> Vec<(String, String)> {
+    // The defaults under test: no filter from the caller's environment.
+    vec![
+        ("CROWN_LOG".into(), String::new()),
+        ("RUST_LOG".into(), String::new()),
+    ]
+}
+
+#[test]
+fn one_shot_commands_fail_fast_on_a_refused_etcd() {
+    let ep = format!("127.0.0.1:{}", refused_port());
+    for cmd in ["status", "history"] {
+        fails_fast(
+            &[cmd, "--backend", "etcd", "--endpoints", &ep],
+            &quiet_env(),
+        );
+    }
+    // The old flag name still works.
+    let (code, _, err) = crown_env(
+        &[
+            "status",
+            "--backend",
+            "etcd",
+            "--endpoints",
+            &ep,
+            "--wait-for-backend",
+            "1s",
+        ],
+        &quiet_env(),
+    );
+    assert_eq!(code, 4, "{err}");
+}
+
+#[test]
+fn one_shot_commands_fail_fast_on_a_refused_kube_server() {
+    let d = tempdir();
+    let kc = d.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"https://127.0.0.1:{}\"}}\n  name: c\n\
+             contexts:\n- context: {{cluster: c, user: u}}\n  name: x\ncurrent-context: x\n\
+             users:\n- name: u\n  user: {{token: abc}}\n",
+            refused_port()
+        ),
+    )
+    .unwrap();
+    let mut env = quiet_env();
+    env.push(("KUBECONFIG".into(), kc.to_str().unwrap().into()));
+    for cmd in ["status", "history"] {
+        fails_fast(&[cmd, "--backend", "kube"], &env);
+    }
+}
+
+#[test]
+fn one_shot_help_shows_timeout_not_wait_for_backend() {
+    for cmd in ["status", "history"] {
+        let (code, out, _) = crown(&[cmd, "--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("--timeout <DURATION>"), "{out}");
+        assert!(out.contains("[default: 3s]"), "{out}");
+        assert!(!out.contains("--wait-for-backend"), "{out}");
+    }
+    let (_, out, _) = crown(&["run", "--help"]);
+    assert!(out.contains("--wait-for-backend"), "{out}");
+}
