@@ -6,9 +6,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Logging, for `--help`.
+pub const LOG_HELP: &str = "Logs go to stderr. RUST_LOG sets the filter (CROWN_LOG too, and wins \
+when both are set), e.g. RUST_LOG=crown=debug to see every leader heartbeat. Default: crown's \
+role changes (INFO) and libraries' warnings; status and history print only their result or one \
+error line.";
+
 /// crown: leader election you can watch.
 #[derive(Debug, Parser)]
-#[command(name = "crown", version, about, long_about = None, propagate_version = true)]
+#[command(name = "crown", version, about, long_about = None, propagate_version = true, after_help = LOG_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -56,6 +62,7 @@ pub fn parse() -> Cli {
 pub enum Command {
     /// Campaign for leadership and log every change (SIGTERM/SIGINT/SIGHUP release and exit 0;
     /// SIGUSR1 resigns).
+    #[command(after_help = LOG_HELP)]
     Run(RunArgs),
     /// Print the current leader and members once.
     Status(StatusArgs),

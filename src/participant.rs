@@ -226,13 +226,22 @@ pub fn log_event(id: &str, ev: &Event) {
             )
         }
         Event::Renewed { term, .. } => {
-            tracing::info!(
+            // One every retry period: DEBUG (`RUST_LOG=crown=debug` shows them).
+            tracing::debug!(
                 event = "leader_heartbeat",
                 id,
                 term = term.0,
                 "👑 [{id}] LEADER heartbeat (term {term})"
             )
         }
+        // Asked for (resign, shutdown): INFO; involuntary: WARN.
+        Event::StoppedLeading {
+            term,
+            reason: reason @ (StopReason::Released | StopReason::Shutdown),
+        } => tracing::info!(
+            event = "stopped_leading", id, term = term.0, reason = %reason,
+            "[{id}] lost leadership: {reason} (term {term})"
+        ),
         Event::StoppedLeading { term, reason } => tracing::warn!(
             event = "stopped_leading", id, term = term.0, reason = %reason,
             "[{id}] lost leadership: {reason} (term {term})"

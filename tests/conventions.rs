@@ -189,3 +189,93 @@ fn one_shot_help_shows_timeout_not_wait_for_backend() {
     let (_, out, _) = crown(&["run", "--help"]);
     assert!(out.contains("--wait-for-backend"), "{out}");
 }
+
+/// `crown run` with stderr in a file, the log filter variables set only as given.
+fn run_logged(
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args(["run", "--id", "solo", "--dir"])
+        .arg(dir)
+        .args(timings_fast())
+        .args(extra)
+        .env_remove("CROWN_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("POD_NAME")
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The number of renewals a leader has counted on /metrics (its renew latency histogram).
+fn renewals(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    c.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with("crown_renew_latency_seconds_count"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// By default a leader's renewals are not logged (DEBUG), its grant is; a clean SIGTERM
+/// shutdown logs no WARN line.
+#[test]
+fn default_logs_hide_heartbeats_and_a_clean_shutdown_warns_nothing() {
+    let d = tempdir();
+    let log = d.path().join("stderr");
+    let dir = d.path().join("election");
+    let port = refused_port();
+    let http = format!("127.0.0.1:{port}");
+    let mut p = run_logged(&dir, &log, &["--http", &http], &[]);
+    eventually("3 renewals", T, || renewals(port).filter(|n| *n >= 3));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(p.wait().unwrap().code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("🎉 [solo] BECAME LEADER (term 1)"), "{text}");
+    assert!(text.contains("[solo] stopped"), "{text}");
+    assert!(!text.contains("heartbeat"), "heartbeats at INFO:\n{text}");
+    assert!(!text.contains("WARN"), "a clean shutdown warned:\n{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
+
+/// `RUST_LOG=debug` (and its alias `CROWN_LOG`) shows the heartbeats.
+#[test]
+fn rust_log_debug_shows_heartbeats() {
+    for (var, value) in [("RUST_LOG", "debug"), ("CROWN_LOG", "crown=debug")] {
+        let d = tempdir();
+        let log = d.path().join("stderr");
+        let mut p = run_logged(&d.path().join("election"), &log, &[], &[(var, value)]);
+        eventually(&format!("a heartbeat line with {var}={value}"), T, || {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("👑 [solo] LEADER heartbeat (term 1)")
+                .then_some(())
+        });
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+#[test]
+fn help_names_both_log_variables() {
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let (code, out, _) = crown(args);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("RUST_LOG") && out.contains("CROWN_LOG"),
+            "{out}"
+        );
+    }
+}
