@@ -50,11 +50,82 @@ pub fn command() -> clap::Command {
 }
 
 /// Parses the process's arguments with [`command`] (exits 2 with clap's message on bad
-/// flags).
+/// flags), then applies the `ETCDCTL_*` fallbacks (see [`EtcdArgs::apply_etcdctl_env`]).
 pub fn parse() -> Cli {
     use clap::FromArgMatches;
     let matches = command().get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit())
+    let mut cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit());
+    if let Some((_, sub)) = matches.subcommand() {
+        let etcd = match &mut cli.command {
+            Command::Run(a) => Some(&mut a.backend.etcd),
+            Command::Status(a) | Command::History(a) => Some(&mut a.backend.etcd),
+            Command::Tui(a) => Some(&mut a.backend.etcd),
+            Command::Demo(a) => Some(&mut a.etcd),
+            Command::ExecGuard(_) => None,
+        };
+        if let Some(etcd) = etcd
+            && let Err(msg) = etcd.apply_etcdctl_env(sub, |k| std::env::var(k).ok())
+        {
+            command()
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+                .exit();
+        }
+        if let Command::Demo(_) = cli.command
+            && demo_used_dash_n(std::env::args().skip_while(|a| a != "demo"))
+        {
+            eprintln!(
+                "crown: warning: `crown demo -n` is deprecated and will be removed: use -p/--participants (-n is the namespace everywhere else)"
+            );
+        }
+    }
+    cli
+}
+
+/// Whether `crown demo` arguments name the participant count with the old `-n`.
+fn demo_used_dash_n(args: impl Iterator<Item = String>) -> bool {
+    args.into_iter().any(|a| {
+        a == "-n"
+            || a.strip_prefix("-n")
+                .is_some_and(|v| v.trim_start_matches('=').parse::<u16>().is_ok())
+    })
+}
+
+/// Parses a listen address: `HOST:PORT` where HOST is an IP address (`[::1]` for IPv6) or a
+/// name resolved now (`localhost`; the first IPv4 address if it has one), or `:PORT` for all
+/// interfaces (0.0.0.0).
+pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let bad = |why: &str| {
+        format!("invalid listen address {s:?}: {why} (e.g. :4040, 127.0.0.1:4040, localhost:4040)")
+    };
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad("not a port number"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    port.parse::<u16>().map_err(|_| bad("not a port number"))?;
+    if host.is_empty()
+        || host.len() > 253
+        || host.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(bad("not a host name"));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad(&format!("{host} has no address")))
 }
 
 /// Subcommands.
@@ -126,8 +197,9 @@ pub struct SidecarArgs {
     /// shutdown): recampaign, or exit with code 6.
     #[arg(long, value_enum, default_value_t = OnLoss::Recampaign, env = "CROWN_ON_LOSS")]
     pub on_loss: OnLoss,
-    /// Serve GET /leader, /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:4040).
-    #[arg(long, value_name = "ADDR", env = "CROWN_HTTP")]
+    /// Serve GET /leader, /healthz, /readyz and /metrics on this address: HOST:PORT
+    /// (127.0.0.1:4040, localhost:4040, [::1]:4040) or :PORT for all interfaces.
+    #[arg(long, value_name = "ADDR", env = "CROWN_HTTP", value_parser = parse_listen_addr)]
     pub http: Option<std::net::SocketAddr>,
     /// POST {"leader", "id", "term", "election"} here on every change of our role
     /// (in order, retried with backoff).
@@ -201,6 +273,54 @@ pub struct EtcdArgs {
 }
 
 impl EtcdArgs {
+    /// etcdctl's variables as fallbacks for the flags and crown's own variables, as `etcdctl`
+    /// users expect: `ETCDCTL_ENDPOINTS`, `ETCDCTL_CACERT`, `ETCDCTL_CERT`, `ETCDCTL_KEY`,
+    /// `ETCDCTL_USER` (a name; etcdctl's `name:password` form is refused: the password comes
+    /// only from `$ETCD_PASSWORD` or `$ETCDCTL_PASSWORD`). A flag or a crown variable wins.
+    pub fn apply_etcdctl_env(
+        &mut self,
+        m: &clap::ArgMatches,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        use clap::parser::ValueSource;
+        let unset = |id: &str| {
+            !matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let no_endpoints = self.endpoints.iter().all(|e| e.trim().is_empty());
+        if (unset("endpoints") || no_endpoints)
+            && let Some(v) = get("ETCDCTL_ENDPOINTS")
+        {
+            self.endpoints = v.split(',').map(|e| e.trim().to_string()).collect();
+        }
+        for (id, name, slot) in [
+            ("cacert", "ETCDCTL_CACERT", &mut self.cacert),
+            ("cert", "ETCDCTL_CERT", &mut self.cert),
+            ("key", "ETCDCTL_KEY", &mut self.key),
+        ] {
+            if unset(id)
+                && let Some(v) = get(name)
+            {
+                *slot = Some(PathBuf::from(v));
+            }
+        }
+        if unset("user")
+            && let Some(v) = get("ETCDCTL_USER")
+        {
+            if v.contains(':') {
+                return Err("ETCDCTL_USER holds a password (name:password): crown takes the password only from $ETCD_PASSWORD or $ETCDCTL_PASSWORD".into());
+            }
+            self.user = Some(v);
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("a client certificate needs both --cert and --key (or ETCDCTL_CERT and ETCDCTL_KEY)".into());
+        }
+        Ok(())
+    }
+
     /// The same connection as flags for a child `crown run` (the password stays in the
     /// environment).
     pub fn to_flags(&self) -> Vec<String> {
@@ -371,7 +491,7 @@ pub struct TuiArgs {
 #[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
     /// How many participants to start (p1…pN).
-    #[arg(long = "participants", short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=26))]
+    #[arg(long = "participants", short = 'p', short_alias = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=26))]
     pub participants: u16,
     /// Backend that holds the lease: file, or etcd (participants run locally either way).
     #[arg(long, value_enum, default_value_t = BackendKind::File)]
@@ -530,6 +650,91 @@ mod tests {
             parse_positive_duration("1ms").unwrap(),
             Duration::from_millis(1)
         );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let a = |s: &str| parse_listen_addr(s).map(|a| a.to_string());
+        assert_eq!(a(":4040").unwrap(), "0.0.0.0:4040");
+        assert_eq!(a("127.0.0.1:4040").unwrap(), "127.0.0.1:4040");
+        assert_eq!(a("[::1]:4040").unwrap(), "[::1]:4040");
+        assert_eq!(a("localhost:4040").unwrap(), "127.0.0.1:4040");
+        for bad in [
+            ":",
+            ":http",
+            ":70000",
+            "localhost",
+            "localhost:",
+            "4040",
+            "a b:1",
+            "\u{1b}:1",
+        ] {
+            assert!(
+                a(bad).unwrap_err().contains("invalid listen address"),
+                "{bad}"
+            );
+        }
+    }
+
+    fn etcd_matches(args: &[&str]) -> (EtcdArgs, clap::ArgMatches) {
+        use clap::FromArgMatches;
+        let m =
+            command().get_matches_from(["crown", "status", "--backend", "etcd"].iter().chain(args));
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        let Command::Status(a) = cli.command else {
+            unreachable!()
+        };
+        (a.backend.etcd, m.subcommand().unwrap().1.clone())
+    }
+
+    #[test]
+    fn etcdctl_variables_are_fallbacks() {
+        let env = |k: &str| match k {
+            "ETCDCTL_ENDPOINTS" => Some("http://10.0.0.1:2379, 10.0.0.2:2379".to_string()),
+            "ETCDCTL_CACERT" => Some("/ca.pem".into()),
+            "ETCDCTL_CERT" => Some("/c.pem".into()),
+            "ETCDCTL_KEY" => Some("/k.pem".into()),
+            "ETCDCTL_USER" => Some("root".into()),
+            _ => None,
+        };
+        let (mut e, m) = etcd_matches(&[]);
+        e.apply_etcdctl_env(&m, env).unwrap();
+        assert_eq!(e.endpoints, ["http://10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(e.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(e.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(e.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(e.user.as_deref(), Some("root"));
+        // A flag wins.
+        let (mut e, m) = etcd_matches(&["--endpoints", "1.2.3.4:2379", "--user", "bob"]);
+        e.apply_etcdctl_env(&m, env).unwrap();
+        assert_eq!(e.endpoints, ["1.2.3.4:2379"]);
+        assert_eq!(e.user.as_deref(), Some("bob"));
+        // No variables: the defaults stay.
+        let (mut e, m) = etcd_matches(&[]);
+        e.apply_etcdctl_env(&m, |_| None).unwrap();
+        assert_eq!(e.endpoints, ["127.0.0.1:2379"]);
+        assert!(e.cacert.is_none() && e.user.is_none());
+        // etcdctl's name:password form and a lone certificate are refused.
+        let (mut e, m) = etcd_matches(&[]);
+        let err = e
+            .apply_etcdctl_env(&m, |k| (k == "ETCDCTL_USER").then(|| "root:pw".into()))
+            .unwrap_err();
+        assert!(err.contains("password"), "{err}");
+        let (mut e, m) = etcd_matches(&[]);
+        let err = e
+            .apply_etcdctl_env(&m, |k| (k == "ETCDCTL_CERT").then(|| "/c.pem".into()))
+            .unwrap_err();
+        assert!(err.contains("--key"), "{err}");
+    }
+
+    #[test]
+    fn demo_dash_n_is_noticed() {
+        let used = |a: &[&str]| demo_used_dash_n(a.iter().map(|s| s.to_string()));
+        assert!(used(&["demo", "-n", "3"]));
+        assert!(used(&["demo", "-n3"]));
+        assert!(used(&["demo", "-n=3"]));
+        assert!(!used(&["demo", "-p", "3"]));
+        assert!(!used(&["demo", "--participants", "3", "-e", "-n"][..4]));
     }
 
     fn valid_id(id: &str) -> bool {

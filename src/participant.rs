@@ -100,12 +100,16 @@ pub async fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Ba
 /// The etcd backend's options from the flags (the password only from `$ETCD_PASSWORD`).
 pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
     let password = match &args.etcd.user {
-        Some(_) => Some(std::env::var("ETCD_PASSWORD").map_err(|_| {
-            Failure::new(
-                exit::CONFIG,
-                "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
-            )
-        })?),
+        Some(_) => Some(
+            std::env::var("ETCD_PASSWORD")
+                .or_else(|_| std::env::var("ETCDCTL_PASSWORD"))
+                .map_err(|_| {
+                    Failure::new(
+                        exit::CONFIG,
+                        "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
+                    )
+                })?,
+        ),
         None => None,
     };
     Ok(EtcdOptions {

@@ -279,3 +279,60 @@ fn help_names_both_log_variables() {
         );
     }
 }
+
+/// `--http :PORT` listens on all interfaces, `--http localhost:PORT` on a name.
+#[test]
+fn http_takes_port_only_and_host_names() {
+    for form in [":{}", "localhost:{}"] {
+        let d = tempdir();
+        let log = d.path().join("stderr");
+        let port = refused_port();
+        let addr = form.replace("{}", &port.to_string());
+        let mut p = run_logged(&d.path().join("election"), &log, &["--http", &addr], &[]);
+        eventually(&format!("/metrics on --http {addr}"), T, || {
+            renewals(port).filter(|n| *n >= 1)
+        });
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let (code, _, err) = crown(&["run", "--http", ":http"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid listen address"), "{err}");
+}
+
+/// `ETCDCTL_ENDPOINTS` reaches etcd when neither `--endpoints` nor `$ETCD_ENDPOINTS` is
+/// given; the flag wins over it.
+#[test]
+fn etcdctl_endpoints_is_a_fallback() {
+    etcd::require_etcd();
+    let e = etcd::Etcd::start(1);
+    let mut args = s(&["--backend", "etcd"]);
+    args.extend(timings_fast());
+    let env = vec![
+        (
+            "ETCDCTL_ENDPOINTS".to_string(),
+            format!("http://{}", e.endpoints()),
+        ),
+        ("ETCD_ENDPOINTS".to_string(), String::new()),
+    ];
+    let p1 = Participant::spawn_with("p1", &args, &env);
+    p1.wait_for("leader", T, |l| l.event() == "became_leader");
+    let (code, out, err) = crown_env(&["status", "--backend", "etcd", "-o", "json"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"p1\""), "{out}");
+    // A flag wins: a refused endpoint fails although ETCDCTL_ENDPOINTS is good.
+    let bad = format!("127.0.0.1:{}", refused_port());
+    let (code, _, err) = crown_env(
+        &[
+            "status",
+            "--backend",
+            "etcd",
+            "--endpoints",
+            &bad,
+            "--timeout",
+            "1s",
+        ],
+        &env,
+    );
+    assert_eq!(code, 4, "{err}");
+}
