@@ -419,8 +419,12 @@ pub enum LogFormat {
 pub enum OutputFormat {
     /// A table.
     Text,
+    /// A table with more columns (pid, host; previous holder).
+    Wide,
     /// JSON (a stable interface).
     Json,
+    /// YAML (the same fields as JSON).
+    Yaml,
 }
 
 /// `crown run`.

@@ -49,10 +49,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let read = async { Ok(report::status(b.as_ref(), &args.backend.election).await?) };
             let r = report::bounded(report::read_limit(wait), read).await?;
             match args.output {
-                OutputFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&r).expect("serializes"))
-                }
-                OutputFormat::Text => print!("{}", report::status_text(&r)),
+                OutputFormat::Text | OutputFormat::Wide => print!(
+                    "{}",
+                    report::status_text(&r, args.output == OutputFormat::Wide)
+                ),
+                f => print!("{}", serialized(&r, f)),
             }
             Ok(exit::OK)
         }
@@ -69,14 +70,22 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let read = async { Ok(report::history(b.as_ref()).await?) };
             let rows = report::bounded(report::read_limit(wait), read).await?;
             match args.output {
-                OutputFormat::Json => println!(
+                OutputFormat::Text | OutputFormat::Wide => print!(
                     "{}",
-                    serde_json::to_string_pretty(&rows).expect("serializes")
+                    report::history_text(&rows, args.output == OutputFormat::Wide)
                 ),
-                OutputFormat::Text => print!("{}", report::history_text(&rows)),
+                f => print!("{}", serialized(&rows, f)),
             }
             Ok(exit::OK)
         }
         Command::ExecGuard(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// `-o json` (pretty, one trailing newline) or `-o yaml`.
+fn serialized<T: serde::Serialize>(v: &T, f: OutputFormat) -> String {
+    match f {
+        OutputFormat::Yaml => serde_yaml::to_string(v).expect("serializes"),
+        _ => serde_json::to_string_pretty(v).expect("serializes") + "\n",
     }
 }

@@ -336,3 +336,53 @@ fn etcdctl_endpoints_is_a_fallback() {
     );
     assert_eq!(code, 4, "{err}");
 }
+
+/// `-o yaml` carries the same data as `-o json`; `-o wide` adds columns; text columns line
+/// up whatever the length of the ids.
+#[test]
+fn output_formats_yaml_wide_and_aligned_tables() {
+    let d = tempdir();
+    let dir = d.path().to_str().unwrap();
+    let long = "checkout-worker-7f9c8d6b5-xk2vq-with-a-very-long-pod-name";
+    let _a = leader(d.path(), long);
+    let _b = Participant::spawn(d.path(), "p2", &timings_fast());
+    eventually("two members", T, || {
+        (status(d.path())["members"].as_array()?.len() == 2).then_some(())
+    });
+    for cmd in ["status", "history"] {
+        let (c, json, err) = crown(&[cmd, "--dir", dir, "-o", "json"]);
+        assert_eq!(c, 0, "{err}");
+        let (c, yaml, err) = crown(&[cmd, "--dir", dir, "-o", "yaml"]);
+        assert_eq!(c, 0, "{err}");
+        let mut j: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let mut y: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        // Heartbeat ages move between the two reads.
+        for v in [&mut j, &mut y] {
+            if let Some(ms) = v.get_mut("members").and_then(|m| m.as_array_mut()) {
+                for m in ms {
+                    m["heartbeat_age_ms"] = 0.into();
+                }
+            }
+        }
+        assert_eq!(j, y, "{cmd}: yaml {yaml}\njson {json}");
+    }
+    let (c, text, _) = crown(&["status", "--dir", dir]);
+    assert_eq!(c, 0);
+    let (c, wide, _) = crown(&["status", "--dir", dir, "-o", "wide"]);
+    assert_eq!(c, 0);
+    for (out, cols) in [(&text, 4), (&wide, 6)] {
+        let table: Vec<&str> = out.lines().skip(3).collect();
+        assert_eq!(table.len(), 3, "{out}");
+        assert_eq!(table[0].split_whitespace().count(), cols, "{out}");
+        // Every column starts where its header starts.
+        let role = table[0].find("ROLE").unwrap();
+        for row in &table[1..] {
+            let r = row.find("leader").or_else(|| row.find("follower")).unwrap();
+            assert_eq!(r, role, "misaligned:\n{out}");
+        }
+    }
+    assert!(wide.contains("PID") && wide.contains("HOST"), "{wide}");
+    let (c, hist, _) = crown(&["history", "--dir", dir, "-o", "wide"]);
+    assert_eq!(c, 0);
+    assert!(hist.lines().next().unwrap().contains("PREVIOUS"), "{hist}");
+}
