@@ -62,7 +62,7 @@ pub fn parse() -> Cli {
             Command::Status(a) | Command::History(a) => Some(&mut a.backend.etcd),
             Command::Tui(a) => Some(&mut a.backend.etcd),
             Command::Demo(a) => Some(&mut a.etcd),
-            Command::ExecGuard(_) => None,
+            Command::ExecGuard(_) | Command::Completions { .. } | Command::Man => None,
         };
         if let Some(etcd) = etcd
             && let Err(msg) = etcd.apply_etcdctl_env(sub, |k| std::env::var(k).ok())
@@ -128,6 +128,71 @@ pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| bad(&format!("{host} has no address")))
 }
 
+/// The man page (roff): the top-level page, then one section per visible subcommand with its
+/// synopsis, description and options, then the environment that sets the log filter.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut cmd = command();
+    cmd.build();
+    let top = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    top.render_title(&mut out)?;
+    top.render_name_section(&mut out)?;
+    top.render_synopsis_section(&mut out)?;
+    top.render_description_section(&mut out)?;
+    top.render_options_section(&mut out)?;
+    let mut subs: Vec<&clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .collect();
+    subs.sort_by_key(|s| s.get_display_order());
+    for sub in subs {
+        let name = format!("crown {}", sub.get_name());
+        out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        let man = clap_mangen::Man::new(sub.clone().bin_name(&name));
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        man.render_description_section(&mut part)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            man.render_options_section(&mut part)?;
+        }
+        // The subcommand's own sections become subsections of its section.
+        let part = String::from_utf8_lossy(&part).replace("\n.SH ", "\n.SS ");
+        let part = part
+            .strip_prefix(".SH ")
+            .map_or(part.clone(), |p| format!(".SS {p}"));
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(b".SH ENVIRONMENT\n");
+    roff_paragraph(&mut out, LOG_HELP);
+    roff_paragraph(
+        &mut out,
+        "Every flag that a deployment sets has a variable, named in its description \
+         (CROWN_*, POD_NAME, ETCD_*; ETCDCTL_* as fallbacks for the etcd flags).",
+    );
+    out.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+    roff_paragraph(
+        &mut out,
+        "0 success; 1 internal error; 2 bad flags; 3 invalid configuration; 4 backend \
+         unavailable; 5 corrupt stored state; 6 leadership lost with --on-loss exit; 7 the \
+         backend denied a verb (Kubernetes RBAC); 8 not leader within --wait; with a child and \
+         --on-child-exit exit, the child's code.",
+    );
+    Ok(out)
+}
+
+/// One roff paragraph of plain text (a leading `.` or `'` escaped; backslashes doubled).
+fn roff_paragraph(out: &mut Vec<u8>, text: &str) {
+    let text = text.replace('\\', "\\e");
+    out.extend_from_slice(b".PP\n");
+    for line in text.split('\n') {
+        if line.starts_with('.') || line.starts_with('\'') {
+            out.extend_from_slice(b"\\&");
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -145,6 +210,16 @@ pub enum Command {
     /// Start N local participants and watch them in the dashboard; without a terminal, print
     /// their logs and the dashboard's events instead. Its participants stop with it.
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `crown completions bash >
+    /// /etc/bash_completion.d/crown`, or `source <(crown completions zsh)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (e.g. `crown man | man -l -`, or `crown man >
+    /// /usr/local/share/man/man1/crown.1`).
+    Man,
     /// Internal: runs CMD so that it dies with crown (see `crown::sidecar::child`).
     #[command(name = "__exec-guard", hide = true)]
     ExecGuard(ExecGuardArgs),

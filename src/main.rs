@@ -78,6 +78,18 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
+        Command::Completions { shell } => {
+            let mut cmd = crown::cli::command();
+            clap_complete::generate(shell, &mut cmd, "crown", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            let out = crown::cli::man_page()
+                .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot render: {e}")))?;
+            std::io::Write::write_all(&mut std::io::stdout(), &out)
+                .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot write: {e}")))?;
+            Ok(exit::OK)
+        }
         Command::ExecGuard(_) => unreachable!("handled before the runtime starts"),
     }
 }

@@ -386,3 +386,73 @@ fn output_formats_yaml_wide_and_aligned_tables() {
     assert_eq!(c, 0);
     assert!(hist.lines().next().unwrap().contains("PREVIOUS"), "{hist}");
 }
+
+/// `crown completions SHELL` prints a script for bash, zsh and fish (and the others clap
+/// knows) naming the subcommands and flags; bash's parses (`bash -n`).
+#[test]
+fn completions_generate() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = crown(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["status", "participants", "timeout", "wait"] {
+            assert!(out.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let (_, bash, _) = crown(&["completions", "bash"]);
+    let d = tempdir();
+    let f = d.path().join("crown.bash");
+    std::fs::write(&f, &bash).unwrap();
+    let st = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success(), "bash -n rejects the completion script");
+    let (code, _, err) = crown(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// `crown man` writes a man page that `man -l` renders without a warning, with every
+/// subcommand's section, the log variables and the exit codes.
+#[test]
+fn man_page_renders() {
+    let have_man = std::process::Command::new("man")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        have_man,
+        "`man` not found: install man-db: scripts/install-deps.sh --tests (apt-get install -y man-db)"
+    );
+    let (code, page, err) = crown(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.starts_with(".ie") || page.starts_with(".TH"), "{page}");
+    let d = tempdir();
+    let f = d.path().join("crown.1");
+    std::fs::write(&f, &page).unwrap();
+    let out = std::process::Command::new("man")
+        .arg("-l")
+        .arg(&f)
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .env("MANWIDTH", "100")
+        .env("MAN_KEEP_FORMATTING", "")
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "man -l failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(warnings.trim().is_empty(), "man warned: {warnings}");
+    for s in [
+        "CROWN RUN",
+        "CROWN STATUS",
+        "CROWN HISTORY",
+        "CROWN DEMO",
+        "--lease-duration",
+        "RUST_LOG",
+        "EXIT STATUS",
+    ] {
+        assert!(text.contains(s), "the rendered page lacks {s:?}:\n{text}");
+    }
+}
