@@ -456,3 +456,51 @@ fn man_page_renders() {
         assert!(text.contains(s), "the rendered page lacks {s:?}:\n{text}");
     }
 }
+
+/// Every exit code in `src/exit.rs` is in the README's table, and the table has no other
+/// number; the codes are distinct.
+#[test]
+fn readme_exit_codes_match_src_exit_rs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let src = std::fs::read_to_string(format!("{root}/src/exit.rs")).unwrap();
+    let mut consts: Vec<(String, i32)> = src
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("pub const ")?;
+            let (name, value) = rest.split_once(": i32 =")?;
+            Some((
+                name.trim().to_string(),
+                value.trim().trim_end_matches(';').trim().parse().ok()?,
+            ))
+        })
+        .collect();
+    assert!(consts.len() >= 9, "parsed {consts:?}");
+    consts.sort_by_key(|c| c.1);
+    let codes: Vec<i32> = consts.iter().map(|c| c.1).collect();
+    let mut distinct = codes.clone();
+    distinct.dedup();
+    assert_eq!(codes, distinct, "two constants share a code: {consts:?}");
+
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = readme
+        .split("\n## Exit codes\n")
+        .nth(1)
+        .expect("README has an `## Exit codes` section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut table: Vec<i32> = section
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("| ")?
+                .split(" |")
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    table.sort();
+    assert_eq!(
+        table, codes,
+        "README exit-code table {table:?} vs src/exit.rs {consts:?}"
+    );
+}
