@@ -239,7 +239,8 @@ pub struct ExecGuardArgs {
 /// What to do when the child exits on its own while we lead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnChildExit {
-    /// Release the lease and exit crown with the child's exit code (like `consul lock`).
+    /// Release the lease and exit crown with the child's own exit code (128 + signal if
+    /// killed).
     Exit,
     /// Release the lease and stay a follower (may lead again later).
     Resign,
