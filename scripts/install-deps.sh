@@ -55,5 +55,7 @@ fi
 if ((tests)); then
 have go || { echo "install-deps: go not found: the kube-apiserver for the tests is built from Go modules" >&2; exit 1; }
 "$(dirname "$0")/kube-test-env.sh" build
+# kube-controller-manager too, for tests/walkthrough.rs (a Deployment becomes Pods, a Service endpoints).
+"$(dirname "$0")/kube-test-env.sh" build-controller-manager >/dev/null
 fi
 echo "install-deps: ok (cargo $(cargo --version | cut -d' ' -f2), tmux $(tmux -V | cut -d' ' -f2))"

@@ -15,6 +15,12 @@
 #   scripts/kube-test-env.sh check  [--dir DIR]       # smoke test: namespace, Lease create/replace/watch, RBAC
 #   scripts/kube-test-env.sh stop-apiserver  [--dir DIR] [--kill]   # stop only the apiserver (SIGTERM, or SIGKILL)
 #   scripts/kube-test-env.sh start-apiserver [--dir DIR]            # start it again, on the same port, same etcd
+#   scripts/kube-test-env.sh build-controller-manager               # build/cache kube-controller-manager
+#   scripts/kube-test-env.sh start-controller-manager [--dir DIR]   # run it (built if needed) against the
+#                                                     # apiserver: deployment, replicaset, endpointslice,
+#                                                     # disruption, namespace, garbage collector, service
+#                                                     # accounts;
+#                                                     # `stop` stops it too. Still no scheduler, no kubelet.
 #
 # DIR defaults to $CROWN_KUBE_DIR, else .demo/kube under the repository. What `start` leaves there:
 #   env                     shell lines: export KUBECONFIG=..., CROWN_KUBE_APISERVER_PID=..., ports, ...
@@ -122,7 +128,10 @@ build_kube_cmd() {
   done
   mkdir -p "$BIN_DIR"
   log "building $name $KUBE_VERSION (nice, -p $GO_PARALLEL; a cold build takes a while)"
-  (cd "$dir" && go_build -ldflags "-s -w$ld" -o "$out.tmp" "k8s.io/kubernetes/cmd/$name") >&2 ||
+  # kube-controller-manager needs modules that tools.go does not import: -mod=mod records them.
+  local gof="${GOFLAGS:-}"
+  [ "$name" != kube-controller-manager ] || gof="-mod=mod"
+  (cd "$dir" && GOFLAGS="$gof" go_build -ldflags "-s -w$ld" -o "$out.tmp" "k8s.io/kubernetes/cmd/$name") >&2 ||
     die "go build k8s.io/kubernetes/cmd/$name failed"
   mv -f "$out.tmp" "$out"
   log "built $out in $(elapsed "$t0")"
@@ -480,6 +489,7 @@ start_watchdog() {
 cmd_stop_quiet() {
   # The watchdog's last act is to run `stop` as itself: it must not kill itself.
   if [ "$(live_pid watchdog || true)" != "$$" ]; then stop_proc watchdog TERM; else rm -f "$DIR/watchdog.pid"; fi
+  stop_proc controller-manager TERM
   stop_proc apiserver TERM
   stop_proc etcd TERM
 }
@@ -504,6 +514,33 @@ cmd_start_apiserver() {
   fi
   write_env
   cat "$DIR/env"
+}
+
+cmd_build_controller_manager() {
+  mkdir -p "$CACHE_DIR"
+  # Its own lock: a build of it does not hold up `start` (which needs only the apiserver).
+  exec 9>"$CACHE_DIR/.build-kcm.lock"
+  flock 9
+  build_kube_cmd kube-controller-manager
+  exec 9>&-
+}
+
+# The controllers a Deployment needs to become Pod objects and EndpointSlices (the Pods are run
+# by a test's own kubelet): no node lifecycle (a fake Node would be tainted), no leader election.
+cmd_start_controller_manager() {
+  local kcm
+  load_state
+  live_pid apiserver >/dev/null || die "kube-apiserver is not running in $DIR (run: $0 start --dir $DIR)"
+  if live_pid controller-manager >/dev/null; then log "kube-controller-manager already running"; return; fi
+  kcm="$(cmd_build_controller_manager)"
+  spawn controller-manager "$kcm" \
+    --kubeconfig="$DIR/kubeconfig" --authentication-kubeconfig="$DIR/kubeconfig" \
+    --authorization-kubeconfig="$DIR/kubeconfig" \
+    --leader-elect=false --secure-port=0 --use-service-account-credentials=false \
+    --controllers=deployment,replicaset,endpointslice,endpoint,disruption,garbagecollector,namespace,serviceaccount \
+    --service-account-private-key-file="$DIR/certs/sa.key" --root-ca-file="$DIR/certs/ca.crt" \
+    --concurrent-deployment-syncs=2 --concurrent-replicaset-syncs=2 --v=1
+  log "kube-controller-manager started (log: $DIR/controller-manager.log)"
 }
 
 cmd_stop_apiserver() {
@@ -579,7 +616,9 @@ main() {
     check) parse_args "$@"; cmd_check ;;
     start-apiserver) parse_args "$@"; cmd_start_apiserver ;;
     stop-apiserver) parse_args "$@"; cmd_stop_apiserver ;;
-    *) die "usage: $0 build|start|stop|env|status|check|start-apiserver|stop-apiserver [--dir DIR]" ;;
+    build-controller-manager) [ $# -eq 0 ] || die "build-controller-manager takes no arguments"; cmd_build_controller_manager ;;
+    start-controller-manager) parse_args "$@"; cmd_start_controller_manager ;;
+    *) die "usage: $0 build|start|stop|env|status|check|start-apiserver|stop-apiserver|build-controller-manager|start-controller-manager [--dir DIR]" ;;
   esac
 }
 

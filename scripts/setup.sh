@@ -59,15 +59,27 @@ if [ "$BACKEND" = etcd ]; then
   run kubectl -n crown rollout status statefulset/etcd --timeout=180s
 fi
 run kubectl -n crown rollout status deployment/crown --timeout=180s
-run kubectl -n crown get lease crown -o wide
-
-cat <<NEXT
+if [ "$BACKEND" = kube ]; then
+  run kubectl -n crown get lease crown -o wide
+  cat <<NEXT
 
 Next steps:
-  kubectl -n crown get pods -l app.kubernetes.io/name=crown -w     # one pod is Ready: the leader
+  kubectl -n crown get pods -L crown.io/leader -w                      # all Ready; the leader labelled
+  kubectl -n crown get endpointslices -l kubernetes.io/service-name=crown-leader   # one: the leader
   kubectl -n crown get lease crown -o jsonpath='{.spec.holderIdentity}{"\n"}'
-  crown tui --backend kube -n crown                                  # watch heartbeats and history
-  kubectl -n crown delete pod \$(kubectl -n crown get lease crown -o jsonpath='{.spec.holderIdentity}')
-  kubectl -n crown scale deployment/crown --replicas=5               # and back to 3
-  scripts/cleanup.sh                                                 # undo everything
+  crown tui --backend kube -n crown                                    # heartbeats and history
+  kubectl -n crown delete pod -l crown.io/leader=true                  # a failover
+  kubectl -n crown scale deployment/crown --replicas=5                 # and back to 3
+  scripts/cleanup.sh                                                   # undo everything
 NEXT
+else
+  cat <<NEXT
+
+Next steps (the etcd variant has no Lease and no leader label; ask crown who leads):
+  kubectl -n crown get pods -l app.kubernetes.io/name=crown -w         # all Ready
+  kubectl -n crown port-forward svc/crown 8080:80 & curl -s localhost:8080/leader
+  kubectl -n crown logs deploy/crown | grep -i leader
+  kubectl -n crown scale deployment/crown --replicas=5                 # and back to 3
+  scripts/cleanup.sh                                                   # undo everything
+NEXT
+fi

@@ -19,6 +19,43 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Kubernetes client flags (kube backend).
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// How to reach Kubernetes (kube backend): kubectl's flags. Global, so they go anywhere on
+/// the command line; `main` hands them to `crown::backend::kube::set_client_options`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct KubeArgs {
+    /// Kubernetes: the kubeconfig file to use [default: $KUBECONFIG, else ~/.kube/config,
+    /// else the in-cluster service account].
+    #[arg(long, global = true, value_name = "FILE", display_order = 1000)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes: the kubeconfig context to use [default: its current-context].
+    #[arg(long, global = true, value_name = "NAME", display_order = 1001)]
+    pub context: Option<String>,
+    /// Kubernetes: the Pod this participant runs in. While leading it is labelled
+    /// crown.io/leader=true (for a leader Service) and it carries the heartbeat.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "POD_NAME",
+        display_order = 1002
+    )]
+    pub pod_name: Option<String>,
+}
+
+impl KubeArgs {
+    /// The kube backend's client options.
+    pub fn options(&self) -> crate::backend::kube::ClientOptions {
+        crate::backend::kube::ClientOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            pod_name: self.pod_name.clone(),
+        }
+    }
 }
 
 /// The one-shot commands: they give up on an unanswering backend after `--timeout`.
@@ -231,6 +268,9 @@ pub struct ExecGuardArgs {
     /// The crown process that must be our parent.
     #[arg(long)]
     pub parent_pid: i32,
+    /// The soft open-file limit to restore before exec (crown raised its own).
+    #[arg(long)]
+    pub nofile: Option<u64>,
     /// The command to exec.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -306,8 +346,15 @@ pub struct BackendArgs {
     /// Election name: participants with the same name compete for one lease.
     #[arg(long, short = 'e', env = "CROWN_ELECTION", default_value = "crown")]
     pub election: String,
-    /// Kubernetes namespace of the Lease (kube backend).
-    #[arg(long, short = 'n', env = "NAMESPACE", default_value = "default")]
+    /// Kubernetes namespace of the Lease (kube backend) [default: the Pod's service-account
+    /// namespace in a Pod, else the kubeconfig context's namespace, else default].
+    #[arg(
+        long,
+        short = 'n',
+        env = "NAMESPACE",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub namespace: String,
     /// Name of the Lease (kube backend) [default: the election name].
     #[arg(long, env = "CROWN_LEASE_NAME")]
@@ -438,7 +485,11 @@ impl BackendArgs {
     pub fn location(&self) -> String {
         match self.backend {
             BackendKind::File => self.dir.display().to_string(),
-            BackendKind::Kube => format!("lease {}/{}", self.namespace, self.lease_name()),
+            BackendKind::Kube => format!(
+                "lease {}/{}",
+                crate::backend::kube::resolve_namespace(&self.namespace).name,
+                self.lease_name()
+            ),
             BackendKind::Etcd => format!(
                 "{} key {}{}",
                 self.etcd.endpoints.join(","),

@@ -9,7 +9,11 @@ fn main() {
     let cli = crown::cli::parse();
     if let Command::ExecGuard(g) = &cli.command {
         // Before any thread exists: this process becomes the child.
-        std::process::exit(crown::sidecar::child::exec_guard(g.parent_pid, &g.command));
+        std::process::exit(crown::sidecar::child::exec_guard(
+            g.parent_pid,
+            g.nofile,
+            &g.command,
+        ));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -33,6 +37,7 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    crown::backend::kube::set_client_options(cli.kube.options());
     match cli.command {
         Command::Run(args) => {
             participant::init_logging(args.log_format, participant::LOG_DEFAULT);
@@ -48,12 +53,29 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::status(b.as_ref(), &args.backend.election).await?) };
             let r = report::bounded(report::read_limit(wait), read).await?;
+            // The kube backend says which namespace it used (kubectl's rules pick it).
+            let ns = b.namespace();
             match args.output {
-                OutputFormat::Text | OutputFormat::Wide => print!(
-                    "{}",
-                    report::status_text(&r, args.output == OutputFormat::Wide)
-                ),
-                f => print!("{}", serialized(&r, f)),
+                OutputFormat::Text | OutputFormat::Wide => {
+                    let text = report::status_text(&r, args.output == OutputFormat::Wide);
+                    match (&ns, text.split_once('\n')) {
+                        (Some((name, how)), Some((first, rest))) => {
+                            print!(
+                                "{first}\nnamespace {} ({how})\n{rest}",
+                                report::escape(name)
+                            )
+                        }
+                        _ => print!("{text}"),
+                    }
+                }
+                f => {
+                    let mut v = serde_json::to_value(&r).expect("serializes");
+                    if let (Some((name, how)), Some(o)) = (&ns, v.as_object_mut()) {
+                        o.insert("namespace".into(), name.as_str().into());
+                        o.insert("namespace_from".into(), (*how).into());
+                    }
+                    print!("{}", serialized(&v, f))
+                }
             }
             Ok(exit::OK)
         }

@@ -263,6 +263,44 @@ pub fn log_event(id: &str, ev: &Event) {
         Event::Fatal { message } => {
             tracing::error!(event = "fatal", id, "[{id}] giving up: {message}")
         }
+        Event::Failed { message } => {
+            tracing::error!(
+                event = "elector_failed",
+                id,
+                "[{id}] the elector failed: {message}"
+            )
+        }
+    }
+}
+
+/// `--on-child-exit resign`: a child that exits soon after it started would otherwise make
+/// this participant resign and win again every retry period. After such a child it stays out
+/// of the campaign for 1 s, doubling on every further short run up to 30 s; a child that ran
+/// for [`ResignBackoff::RAN_LONG_ENOUGH`] resets it.
+#[derive(Debug, Default)]
+pub struct ResignBackoff {
+    last: Option<std::time::Duration>,
+}
+
+impl ResignBackoff {
+    /// A run at least this long resets the backoff.
+    pub const RAN_LONG_ENOUGH: std::time::Duration = std::time::Duration::from_secs(10);
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// How long to stay out after a child that ran for `ran` (`None`: the usual hold-off of
+    /// one retry period).
+    pub fn after(&mut self, ran: std::time::Duration) -> Option<std::time::Duration> {
+        if ran >= Self::RAN_LONG_ENOUGH {
+            self.last = None;
+            return None;
+        }
+        let d = match self.last {
+            None => Self::FIRST,
+            Some(d) => (d * 2).min(Self::MAX),
+        };
+        self.last = Some(d);
+        Some(d)
     }
 }
 
@@ -275,6 +313,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let me = identity(args.id.as_deref())?;
     validate_election_name(&args.backend.election)?;
     let grace = sidecar::grace(&args.sidecar, &cfg)?;
+    // Descriptors: raise the soft limit, fail fast if crown cannot work within it.
+    let limits = sidecar::fds::raise();
     if args.check_config {
         println!(
             "config ok: id {} backend {} ({}) election {} lease {:?} renew {:?} retry {:?}",
@@ -294,12 +334,12 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         return Ok(exit::OK);
     }
+    sidecar::fds::check(limits, args.sidecar.http.is_some())?;
     // Bind before campaigning: a busy port must not cost a grant.
     let listener = match args.sidecar.http {
         Some(addr) => Some((
             addr,
-            tokio::net::TcpListener::bind(addr)
-                .await
+            sidecar::http::listen(addr)
                 .map_err(|e| Failure::new(exit::CONFIG, format!("cannot listen on {addr}: {e}")))?,
         )),
         None => None,
@@ -334,6 +374,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             id: id.clone(),
             grace,
             on_exit: args.sidecar.on_child_exit,
+            nofile: (limits.original_soft < limits.soft).then_some(limits.original_soft),
         })
         .map_err(|e| {
             Failure::new(
@@ -357,8 +398,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 election: args.backend.election.clone(),
                 cfg,
             });
-            let task = sidecar::http::serve(listener, state, shutdown.clone());
-            tracing::info!(event = "http_listening", id = id.as_str(), addr = %addr, "[{id}] serving /leader /healthz /readyz /metrics on http://{addr}");
+            let cap = sidecar::fds::http_budget(limits);
+            let task = sidecar::http::serve(listener, state, shutdown.clone(), cap, limits);
+            tracing::info!(event = "http_listening", id = id.as_str(), addr = %addr, max_connections = cap, "[{id}] serving /leader /healthz /readyz /metrics on http://{addr} (at most {cap} connections at once)");
             Some(task)
         }
         None => None,
@@ -424,13 +466,22 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     };
 
     let mut fatal = None;
+    let mut failed = None;
     let mut code = exit::OK;
     let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
+    let mut backoff = ResignBackoff::default();
     loop {
         let ev = tokio::select! {
             ev = events.next() => match ev {
                 Some(ev) => ev,
-                None => break,
+                None => {
+                    if !shutdown.is_cancelled() && fatal.is_none() && failed.is_none() {
+                        // The stream may only end after a shutdown: anything else is a bug.
+                        failed = Some("the elector stopped unexpectedly".to_string());
+                        shutdown.cancel();
+                    }
+                    break;
+                }
             },
             _ = wait.expired(), if wait.pending() => {
                 wait.give_up(&id);
@@ -445,7 +496,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                         shutdown.cancel();
                     }
                     OnChildExit::Resign if handle.status().borrow().term == x.term => {
-                        handle.resign().await
+                        match backoff.after(x.ran) {
+                            None => handle.resign().await,
+                            Some(d) => {
+                                tracing::warn!(event = "resign_backoff", id = id.as_str(), term = x.term.0, backoff_ms = d.as_millis() as u64,
+                                    "[{id}] the child ran only {} ms: resigning and staying out of the campaign for {d:?}", x.ran.as_millis());
+                                handle.resign_for(d).await
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -485,6 +543,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 fatal = Some(message.clone());
                 shutdown.cancel();
             }
+            Event::Failed { message } => {
+                failed = Some(message.clone());
+                shutdown.cancel();
+            }
             _ => {}
         }
     }
@@ -503,8 +565,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         tracing::warn!("[{id}] could not remove heartbeat: {e}");
     }
     let role = handle.status().borrow().role;
-    debug_assert_ne!(role, Role::Leader);
+    debug_assert!(failed.is_some() || role != Role::Leader);
     tracing::info!(event = "stopped", id = id.as_str(), "[{id}] stopped");
+    if let Some(message) = failed {
+        return Err(Failure::new(
+            exit::INTERNAL,
+            format!("internal error, the elector failed ({message}); the lease was given up"),
+        ));
+    }
     match fatal {
         Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
         None => Ok(code),

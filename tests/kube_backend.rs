@@ -219,44 +219,467 @@ fn malformed_leases_are_logged_and_survived() {
     assert!(!raw.contains("panicked"), "{raw}");
 }
 
-const RBAC: &str = include_str!("../k8s/base/rbac.yaml");
+const RBAC: &str = include_str!("../k8s/kube/rbac.yaml");
 const NS: &str = include_str!("../k8s/base/namespace.yaml");
+const SA: &str = include_str!("../k8s/base/serviceaccount.yaml");
+const PARTICIPANT: &str = "system:serviceaccount:crown:crown-participant";
+
+fn in_pod(id: &str) -> Vec<String> {
+    let mut v = kube_args("crown");
+    v.extend(["--pod-name".to_string(), id.to_string()]);
+    v
+}
+
+/// kubectl as `kc`'s identity; returns (success, stderr).
+fn kubectl_as(
+    env: &KubeEnv,
+    kc: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String) {
+    let mut a = vec!["--kubeconfig", kc.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let out = env.kubectl_try(&a, stdin);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 #[test]
-fn the_participant_rbac_suffices_and_a_missing_verb_is_named() {
+fn the_shipped_role_suffices_in_a_pod_and_cannot_touch_another_controllers_lease() {
     let env = KubeEnv::start();
     env.kubectl_stdin(&["apply", "-f", "-"], Some(NS));
+    env.kubectl_stdin(&["apply", "-f", "-"], Some(SA));
     env.kubectl_stdin(&["apply", "-f", "-"], Some(RBAC));
-    let raw = env.kubectl(&["config", "view", "--raw", "-o", "json"]);
-    let mut cfg: Value = serde_json::from_str(&raw).unwrap();
-    for u in cfg["users"].as_array_mut().unwrap() {
-        u["user"]["as"] = "system:serviceaccount:crown:crown-participant".into();
+    // Another controller's leader Lease in the same namespace.
+    let other = "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: other-controller\n  namespace: crown\nspec:\n  holderIdentity: someone-else\n  leaseDurationSeconds: 15\n";
+    env.kubectl_stdin(&["apply", "-f", "-"], Some(other));
+    for id in ["a", "b"] {
+        env.create_pod("crown", id, true);
     }
-    let kc = env.dir.path().join("kubeconfig-as-participant");
-    std::fs::write(&kc, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let kc = env.kubeconfig_as(PARTICIPANT);
     let penv = env.env_for(&kc);
 
-    let mut a = Participant::spawn_with("a", &kube_args("crown"), &penv);
-    let l = a.wait_for("leading with least privilege", T, became);
-    a.wait_for("renewing", T, |x| {
-        x.event() == "leader_heartbeat" && x.term() == l.term()
+    let mut ps: Vec<Participant> = ["a", "b"]
+        .iter()
+        .map(|id| Participant::spawn_with(id, &in_pod(id), &penv))
+        .collect();
+    let (li, term) = leader_of(&ps, 0);
+    ps[li].wait_for("renewing", T, |x| {
+        x.event() == "leader_heartbeat" && x.term() == Some(term)
     });
-    a.signal(Signal::SIGTERM);
-    assert_eq!(a.wait_exit(T), Some(0));
+    // The leader labelled its own Pod; heartbeats live on the Pods (read as admin).
+    eventually("the leader's Pod labelled", T, || {
+        (env.leader_pods("crown") == [ps[li].id.clone()]).then_some(())
+    });
+    eventually("two members from the Pods' annotations", T, || {
+        let s = status(&env, "crown");
+        (s["members"].as_array().unwrap().len() == 2).then_some(())
+    });
+    // No member Leases: nothing but the election Lease and the other controller's.
+    let names = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "leases",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    assert_eq!(
+        names.split_whitespace().collect::<Vec<_>>(),
+        ["crown", "other-controller"]
+    );
 
-    // Remove `update` on leases: the next acquisition (an update of the released Lease) is
-    // refused with one line naming the verb and the resource, and exit code 7.
+    // crown's identity cannot update, patch or delete the other Lease.
+    let json = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "lease",
+        "other-controller",
+        "-o",
+        "json",
+    ]);
+    let taken = json.replace("someone-else", "crown-participant");
+    for (what, args, stdin) in [
+        (
+            "update",
+            vec!["-n", "crown", "replace", "-f", "-"],
+            Some(taken.as_str()),
+        ),
+        (
+            "patch",
+            vec![
+                "-n",
+                "crown",
+                "annotate",
+                "lease",
+                "other-controller",
+                "x=y",
+            ],
+            None,
+        ),
+        (
+            "delete",
+            vec!["-n", "crown", "delete", "lease", "other-controller"],
+            None,
+        ),
+    ] {
+        let (ok, err) = kubectl_as(&env, &kc, &args, stdin);
+        assert!(
+            !ok,
+            "crown's service account could {what} another controller's Lease"
+        );
+        assert!(
+            err.contains("Forbidden") || err.contains("forbidden"),
+            "{what}: {err}"
+        );
+    }
+    let still = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "lease",
+        "other-controller",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(still, "someone-else");
+
+    // A graceful hand-over with the same rights: label moves with the lease.
+    ps[li].signal(Signal::SIGTERM);
+    assert_eq!(ps[li].wait_exit(T), Some(0));
+    let ni = 1 - li;
+    ps[ni].wait_for("taking over", T, |l| became(l) && l.term() > Some(term));
+    eventually("the new leader's Pod labelled", T, || {
+        (env.leader_pods("crown") == [ps[ni].id.clone()]).then_some(())
+    });
+    ps[ni].signal(Signal::SIGTERM);
+    assert_eq!(ps[ni].wait_exit(T), Some(0));
+    assert!(env.leader_pods("crown").is_empty());
+
+    // Remove `update` on the election Lease: the next acquisition is refused with one line
+    // naming the verb and the resource, and exit code 7.
     let trimmed = RBAC.replace(
-        "verbs: [\"get\", \"list\", \"watch\", \"create\", \"update\", \"delete\"]",
-        "verbs: [\"get\", \"list\", \"watch\", \"create\", \"delete\"]",
+        "verbs: [\"get\", \"list\", \"watch\", \"update\"]",
+        "verbs: [\"get\", \"list\", \"watch\"]",
     );
     assert_ne!(trimmed, RBAC);
     env.kubectl_stdin(&["apply", "-f", "-"], Some(&trimmed));
-    let mut b = Participant::spawn_with("b", &kube_args("crown"), &penv);
-    assert_eq!(b.wait_exit(T), Some(7));
-    let raw = b.raw.lock().unwrap().join("\n");
+    let mut c = Participant::spawn_with("a", &in_pod("a"), &penv);
+    assert_eq!(c.wait_exit(T), Some(7));
+    let raw = c.raw.lock().unwrap().join("\n");
     assert!(
         raw.contains("forbidden: cannot update leases.coordination.k8s.io"),
         "{raw}"
     );
+}
+
+#[test]
+fn the_leader_labels_its_pod_and_a_crashed_leaders_label_is_removed_by_term() {
+    let env = KubeEnv::start();
+    env.kubectl(&["create", "namespace", "crown"]);
+    let ids = ["a", "b", "c"];
+    for id in ids {
+        env.create_pod("crown", id, true);
+    }
+    let mut ps: Vec<Participant> = ids
+        .iter()
+        .map(|id| Participant::spawn_with(id, &in_pod(id), &env.admin_env()))
+        .collect();
+    let (li, term) = leader_of(&ps, 0);
+    let mut most = 0;
+    eventually("the leader's Pod labelled", T, || {
+        let l = env.leader_pods("crown");
+        most = most.max(l.len());
+        (l == [ps[li].id.clone()]).then_some(())
+    });
+    // kill -9: the dead leader cannot unlabel its Pod (which stays, as after a node loss);
+    // the next leader removes that label, checked by term, before labelling its own.
+    let dead_id = ps[li].id.clone();
+    ps[li].signal(Signal::SIGKILL);
+    ps[li].wait_exit(T);
+    let dead = ps.remove(li);
+    let (ni, term2) = leader_of(&ps, term);
+    assert!(term2 > term);
+    eventually("only the new leader's Pod labelled", T, || {
+        let l = env.leader_pods("crown");
+        most = most.max(l.len());
+        (l == [ps[ni].id.clone()]).then_some(())
+    });
+    assert_eq!(most, 1, "two Pods labelled leader at once");
+    let of = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "pod",
+        &ps[ni].id,
+        "-o",
+        "jsonpath={.metadata.annotations.crown\\.io/leader-of}",
+    ]);
+    let of: Value = serde_json::from_str(&of).unwrap();
+    assert_eq!(of["lease"], "crown");
+    assert_eq!(of["term"].as_u64(), Some(term2));
+    let old = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "pod",
+        &dead_id,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(!old.contains("crown.io/leader"), "{old}");
+    // A restarted participant in the dead leader's Pod starts unlabelled and follows.
+    drop(dead);
+    let back = Participant::spawn_with(&dead_id, &in_pod(&dead_id), &env.admin_env());
+    back.wait_for("following", T, |l| {
+        l.event() == "follower" && l.term() == Some(term2)
+    });
+    assert_eq!(env.leader_pods("crown"), [ps[ni].id.clone()]);
+}
+
+fn observer(env: &KubeEnv) -> (tokio::runtime::Runtime, crown::backend::kube::KubeBackend) {
+    use crown::backend::kube::{ClientOptions, KubeBackend};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let opts = ClientOptions {
+        kubeconfig: Some(env.kubeconfig()),
+        ..ClientOptions::default()
+    };
+    let me = crown::election::Identity {
+        id: String::new(),
+        pid: std::process::id(),
+        host: "test".into(),
+    };
+    let b = rt
+        .block_on(KubeBackend::connect_with(
+            &opts, "crown", "crown", "crown", me, T,
+        ))
+        .unwrap();
+    (rt, b)
+}
+
+#[test]
+fn a_resign_request_hands_over_at_once_and_stale_requests_are_ignored() {
+    use crown::election::Term;
+    let env = KubeEnv::start();
+    env.kubectl(&["create", "namespace", "crown"]);
+    let ps: Vec<Participant> = ["a", "b"]
+        .iter()
+        .map(|id| Participant::spawn_with(id, &kube_args("crown"), &env.admin_env()))
+        .collect();
+    let (li, term) = leader_of(&ps, 0);
+    let (rt, b) = observer(&env);
+    // A request for a term that is not the current one is refused, with the reason.
+    let err = rt.block_on(b.request_resign(Term(term + 1))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("term {} is over", term + 1)),
+        "{err}"
+    );
+    // A stale request already on the Lease (an earlier term) is ignored by the holder.
+    env.kubectl(&[
+        "-n",
+        "crown",
+        "annotate",
+        "--overwrite",
+        "lease",
+        "crown",
+        &format!("crown.io/resign={}", term.saturating_sub(1)),
+    ]);
+    let seen = ps[li].lines().len();
+    for _ in 0..4 {
+        let n = ps[li].lines().len();
+        ps[li].wait_for("renewals after the stale request", T, |l| {
+            l.event() == "leader_heartbeat" && l.term() == Some(term)
+        });
+        eventually("one more line", T, || {
+            (ps[li].lines().len() > n).then_some(())
+        });
+    }
+    assert!(
+        !ps[li].lines()[seen..]
+            .iter()
+            .any(|l| l.event() == "stopped_leading"),
+        "a stale request made the leader resign"
+    );
+    // ...and dropped by the holder's next write.
+    let ann = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "lease",
+        "crown",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(!ann.contains("crown.io/resign"), "{ann}");
+    // The request for the current term: the holder releases, the other takes over at once
+    // (well before the 2 s lease could expire).
+    let t0 = Instant::now();
+    rt.block_on(b.request_resign(Term(term))).unwrap();
+    ps[li].wait_for("resigning", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(term) && l.json["reason"] == "released"
+    });
+    let other = 1 - li;
+    let l = ps[other].wait_for("taking over", T, |l| became(l) && l.term() > Some(term));
+    let took = l.at - t0;
+    assert!(
+        took < Duration::from_millis(1500),
+        "hand-over took {took:?}"
+    );
+    // The request ended with its term.
+    let ann = env.kubectl(&[
+        "-n",
+        "crown",
+        "get",
+        "lease",
+        "crown",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(!ann.contains("crown.io/resign"), "{ann}");
+}
+
+#[test]
+fn deleting_the_leader_pod_checks_the_lease_and_crowns_label() {
+    use crown::election::Term;
+    let env = KubeEnv::start();
+    env.kubectl(&["create", "namespace", "crown"]);
+    env.create_pod("crown", "plain", false);
+    env.create_pod("crown", "a", true);
+    let (rt, b) = observer(&env);
+    // A leader whose Pod lacks crown's label is not deleted.
+    let mut p = Participant::spawn_with("plain", &kube_args("crown"), &env.admin_env());
+    let t1 = p.wait_for("leading", T, became).term().unwrap();
+    let err = rt
+        .block_on(b.delete_leader_pod("plain", Term(t1)))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not carry the label app.kubernetes.io/name=crown"),
+        "{err}"
+    );
+    // Nor one named by a stale term or holder.
+    let err = rt.block_on(b.delete_leader_pod("a", Term(t1))).unwrap_err();
+    assert!(err.to_string().contains("the leader changed"), "{err}");
+    env.kubectl(&["-n", "crown", "get", "pod", "plain"]);
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_exit(T), Some(0));
+    // A leader without a Pod of its name.
+    let mut q = Participant::spawn_with("nopod", &kube_args("crown"), &env.admin_env());
+    let t2 = q
+        .wait_for("leading", T, |l| became(l) && l.term() > Some(t1))
+        .term()
+        .unwrap();
+    let err = rt
+        .block_on(b.delete_leader_pod("nopod", Term(t2)))
+        .unwrap_err();
+    assert!(err.to_string().contains("no Pod \"nopod\""), "{err}");
+    q.signal(Signal::SIGTERM);
+    assert_eq!(q.wait_exit(T), Some(0));
+    // The leader's crown Pod is deleted.
+    let a = Participant::spawn_with("a", &in_pod("a"), &env.admin_env());
+    let t3 = a
+        .wait_for("leading", T, |l| became(l) && l.term() > Some(t2))
+        .term()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(b.delete_leader_pod("a", Term(t3))).unwrap(),
+        "a"
+    );
+    let gone = env.kubectl_try(&["-n", "crown", "get", "pod", "a"], None);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+}
+
+#[test]
+fn the_namespace_follows_kubectls_rules_and_status_prints_it() {
+    let env = KubeEnv::start();
+    for ns in ["myns", "other"] {
+        env.kubectl(&["create", "namespace", ns]);
+    }
+    // A kubeconfig whose current context says `myns`, and a second context `other-ctx`.
+    let raw = env.kubectl(&["config", "view", "--raw", "-o", "json"]);
+    let mut cfg: Value = serde_json::from_str(&raw).unwrap();
+    let mut ctx = cfg["contexts"][0].clone();
+    cfg["contexts"][0]["context"]["namespace"] = "myns".into();
+    ctx["name"] = "other-ctx".into();
+    ctx["context"]["namespace"] = "other".into();
+    cfg["contexts"].as_array_mut().unwrap().push(ctx);
+    let kc = env.dir.path().join("kubeconfig-contexts");
+    std::fs::write(&kc, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let kenv = env.env_for(&kc);
+
+    // No -n, no $NAMESPACE: the context's namespace, like kubectl.
+    let mut args: Vec<String> = vec!["--backend".into(), "kube".into()];
+    args.extend(timings_fast());
+    let p = Participant::spawn_with("a", &args, &kenv);
+    p.wait_for("leading", T, became);
+    let holder = env.kubectl(&[
+        "-n",
+        "myns",
+        "get",
+        "lease",
+        "crown",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "a");
+    assert!(
+        !env.kubectl_try(&["-n", "default", "get", "lease", "crown"], None)
+            .status
+            .success()
+    );
+
+    let st = |args: &[&str], envs: &[(String, String)]| -> (i32, String, String) {
+        let mut a = vec!["status", "--backend", "kube"];
+        a.extend_from_slice(args);
+        crown_env(&a, envs)
+    };
+    let (code, out, err) = st(&[], &kenv);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("namespace myns (from the kubeconfig context)"),
+        "{out}"
+    );
+    assert!(out.contains("leader    a "), "{out}");
+    let (code, out, err) = st(&["-o", "json"], &kenv);
+    assert_eq!(code, 0, "{err}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["namespace"], "myns");
+    assert_eq!(j["leader"]["id"], "a");
+
+    // --kubeconfig and --context, with no $KUBECONFIG.
+    let kcs = kc.to_str().unwrap();
+    let (code, out, err) = st(
+        &["--kubeconfig", kcs, "--context", "other-ctx", "-o", "json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["namespace"], "other");
+    assert!(j["leader"].is_null(), "{j}");
+    // $NAMESPACE beats the context; -n beats $NAMESPACE.
+    let ns_env = |ns: &str| vec![("NAMESPACE".to_string(), ns.to_string())];
+    let (_, out, _) = st(
+        &["--kubeconfig", kcs, "--context", "other-ctx", "-o", "json"],
+        &ns_env("myns"),
+    );
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (j["namespace"].as_str(), j["namespace_from"].as_str()),
+        (Some("myns"), Some("from -n/$NAMESPACE"))
+    );
+    let (_, out, _) = st(
+        &["--kubeconfig", kcs, "-n", "other", "-o", "json"],
+        &ns_env("myns"),
+    );
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["namespace"], "other");
+    // An unknown context is a clear configuration error.
+    let (code, _, err) = st(&["--kubeconfig", kcs, "--context", "nope"], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("--context \"nope\": no such context"), "{err}");
 }

@@ -15,7 +15,7 @@ fn every_manifest_is_accepted_by_the_apiserver_in_both_variants() {
     let env = KubeEnv::start();
     // Server-side dry run cannot create the namespace the other objects live in.
     env.kubectl(&["apply", "-f", &format!("{ROOT}/k8s/base/namespace.yaml")]);
-    for variant in ["kube", "etcd"] {
+    for variant in ["kube", "etcd", "examples/sidecar"] {
         let out = env.kubectl(&[
             "apply",
             "--dry-run=server",
@@ -24,15 +24,125 @@ fn every_manifest_is_accepted_by_the_apiserver_in_both_variants() {
         ]);
         for kind in [
             "serviceaccount/crown-participant",
-            "role.rbac.authorization.k8s.io/crown-participant",
             "service/crown",
             "deployment.apps/crown",
+            "poddisruptionbudget.policy/crown",
         ] {
             assert!(out.contains(kind), "{variant}: {kind} missing from:\n{out}");
         }
-        if variant == "etcd" {
-            assert!(out.contains("statefulset.apps/etcd"), "{out}");
+        let kube_only = [
+            "role.rbac.authorization.k8s.io/crown-participant",
+            "role.rbac.authorization.k8s.io/crown-dashboard",
+            "service/crown-leader",
+        ];
+        for kind in kube_only {
+            assert_eq!(
+                out.contains(kind),
+                variant != "etcd",
+                "{variant}: {kind}:\n{out}"
+            );
         }
+        assert_eq!(
+            out.contains("statefulset.apps/etcd"),
+            variant == "etcd",
+            "{out}"
+        );
+    }
+}
+
+/// The rendered objects of a kustomization (client-side dry run, as JSON).
+fn rendered(env: &KubeEnv, dir: &str) -> Vec<Value> {
+    let out = env.kubectl(&["apply", "--dry-run=client", "-o", "json", "-k", dir]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"].as_array().unwrap().clone()
+}
+
+fn pod_spec<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    &objs.iter().find(|o| o["kind"] == kind).unwrap()["spec"]["template"]["spec"]
+}
+
+#[test]
+fn readiness_is_a_healthy_participant_and_the_etcd_variant_mounts_no_token() {
+    let env = KubeEnv::start();
+    for variant in ["kube", "etcd"] {
+        let objs = rendered(&env, &format!("{ROOT}/k8s/{variant}"));
+        let d = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        // /readyz is 200 on the leader only: probing it would make followers never Ready,
+        // so `rollout status` would never finish and a rolling update would stall.
+        assert_eq!(
+            c["readinessProbe"]["httpGet"]["path"], "/healthz",
+            "{variant}"
+        );
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+        let pdb = objs
+            .iter()
+            .find(|o| o["kind"] == "PodDisruptionBudget")
+            .unwrap();
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            d["spec"]["selector"]["matchLabels"]
+        );
+        let automount = &d["spec"]["template"]["spec"]["automountServiceAccountToken"];
+        if variant == "etcd" {
+            assert_eq!(automount, false);
+            assert_eq!(
+                pod_spec(&objs, "StatefulSet")["automountServiceAccountToken"],
+                false
+            );
+            let etcd = &pod_spec(&objs, "StatefulSet")["containers"][0];
+            for k in ["readinessProbe", "livenessProbe", "securityContext"] {
+                assert!(etcd[k].is_object(), "etcd has no {k}");
+            }
+            assert!(etcd["resources"]["limits"]["memory"].is_string());
+            assert_eq!(
+                pod_spec(&objs, "StatefulSet")["securityContext"]["runAsNonRoot"],
+                true
+            );
+        } else {
+            assert!(automount.is_null(), "{automount}");
+            let leader = objs
+                .iter()
+                .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "crown-leader")
+                .unwrap();
+            assert_eq!(leader["spec"]["selector"]["crown.io/leader"], "true");
+        }
+    }
+}
+
+/// ROOT as seen from `from` (an absolute directory), e.g. `../../work/crown`.
+fn relative_root(from: &std::path::Path) -> String {
+    let ups = from.components().count() - 1;
+    format!("{}{}", "../".repeat(ups), ROOT.trim_start_matches('/'))
+}
+
+#[test]
+fn a_namespace_override_works_for_both_variants() {
+    let env = KubeEnv::start();
+    env.kubectl(&["create", "namespace", "elsewhere"]);
+    for variant in ["kube", "etcd"] {
+        let dir = tempdir();
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: elsewhere\nresources:\n  - {}/k8s/{variant}\n",
+                // kustomize takes no absolute bases: climb from the temporary directory.
+                relative_root(dir.path())
+            ),
+        )
+        .unwrap();
+        let out = env.kubectl(&["kustomize", dir.path().to_str().unwrap()]);
+        // Nothing still names the original namespace: not the objects, not RoleBinding
+        // subjects, not etcd's member URLs.
+        for bad in ["namespace: crown", "crown.svc"] {
+            assert!(!out.contains(bad), "{variant}: {bad:?} left in:\n{out}");
+        }
+        let applied = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&out));
+        assert!(applied.contains("deployment.apps/crown"), "{applied}");
+        // Only the Namespace object itself is not created by a dry run: everything else is
+        // accepted in `elsewhere`.
+        assert!(!applied.contains("namespace/crown"), "{applied}");
     }
 }
 
@@ -55,38 +165,46 @@ fn can_i(env: &KubeEnv, sa: &str, verb: &str, resource: &str, ns: Option<&str>) 
 #[test]
 fn rbac_allows_exactly_what_each_identity_needs() {
     let env = KubeEnv::start();
-    env.kubectl(&["apply", "-k", &format!("{ROOT}/k8s/base")]);
+    env.kubectl(&["apply", "-k", &format!("{ROOT}/k8s/kube")]);
+    let crown = "leases.coordination.k8s.io/crown";
+    let other = "leases.coordination.k8s.io/other-controller";
     let lease = "leases.coordination.k8s.io";
     let events = "events.events.k8s.io";
-    for verb in ["get", "list", "watch", "create", "update", "delete"] {
+    let ns = Some("crown");
+    // The election Lease by name; create alone (it cannot be limited by name).
+    let allowed = [
+        ("get", crown),
+        ("list", crown),
+        ("watch", crown),
+        ("update", crown),
+        ("create", lease),
+        ("create", events),
+        ("list", events),
+        ("list", "pods"),
+        ("patch", "pods"),
+    ];
+    for (verb, res) in allowed {
         assert!(
-            can_i(&env, "crown-participant", verb, lease, Some("crown")),
-            "participant {verb} leases"
+            can_i(&env, "crown-participant", verb, res, ns),
+            "participant {verb} {res}"
         );
     }
-    assert!(can_i(
-        &env,
-        "crown-participant",
-        "create",
-        events,
-        Some("crown")
-    ));
-    assert!(can_i(
-        &env,
-        "crown-participant",
-        "list",
-        events,
-        Some("crown")
-    ));
     let denied = [
-        ("patch", lease, Some("crown")),
-        ("deletecollection", lease, Some("crown")),
-        ("get", lease, Some("default")),
-        ("delete", events, Some("crown")),
-        ("get", "pods", Some("crown")),
-        ("delete", "pods", Some("crown")),
-        ("get", "secrets", Some("crown")),
-        ("list", "configmaps", Some("crown")),
+        ("get", other, ns),
+        ("update", other, ns),
+        ("patch", other, ns),
+        ("delete", other, ns),
+        ("delete", crown, ns),
+        ("patch", crown, ns),
+        ("list", lease, ns),
+        ("deletecollection", lease, ns),
+        ("get", crown, Some("default")),
+        ("delete", events, ns),
+        ("get", "pods", ns),
+        ("delete", "pods", ns),
+        ("patch", "pods", Some("default")),
+        ("get", "secrets", ns),
+        ("list", "configmaps", ns),
         ("list", "nodes", None),
         ("list", "namespaces", None),
         ("create", "clusterroles.rbac.authorization.k8s.io", None),
@@ -97,20 +215,28 @@ fn rbac_allows_exactly_what_each_identity_needs() {
             "participant may {verb} {res} in {ns:?}"
         );
     }
+    // The dashboard: read the Lease and history, list Pods (heartbeats), `k` deletes the
+    // leader's Pod, `r` patches a resign request onto the election Lease.
     for (verb, res) in [
+        ("get", crown),
+        ("patch", crown),
+        ("list", events),
         ("get", "pods"),
         ("list", "pods"),
         ("delete", "pods"),
-        ("watch", lease),
-        ("list", events),
     ] {
         assert!(
-            can_i(&env, "crown-dashboard", verb, res, Some("crown")),
+            can_i(&env, "crown-dashboard", verb, res, ns),
             "dashboard {verb} {res}"
         );
     }
     for (verb, res, ns) in [
-        ("get", "secrets", Some("crown")),
+        ("update", crown, ns),
+        ("delete", crown, ns),
+        ("patch", other, ns),
+        ("create", lease, ns),
+        ("patch", "pods", ns),
+        ("get", "secrets", ns),
         ("delete", "pods", Some("default")),
         ("list", "nodes", None),
     ] {
@@ -124,7 +250,7 @@ fn rbac_allows_exactly_what_each_identity_needs() {
 #[test]
 fn deployment_args_parse_with_the_real_binary() {
     let env = KubeEnv::start();
-    for variant in ["kube", "etcd"] {
+    for variant in ["kube", "etcd", "examples/sidecar"] {
         let out = env.kubectl(&[
             "apply",
             "--dry-run=client",
@@ -144,6 +270,8 @@ fn deployment_args_parse_with_the_real_binary() {
         for c in deployments[0]["spec"]["template"]["spec"]["containers"]
             .as_array()
             .unwrap()
+            .iter()
+            .filter(|c| c["name"] == "crown")
         {
             let args: Vec<String> = c["args"]
                 .as_array()
@@ -170,7 +298,8 @@ fn deployment_args_parse_with_the_real_binary() {
             );
             let said = String::from_utf8_lossy(&out.stdout);
             assert!(said.contains("id crown-7d4b9-xk2lp"), "{said}");
-            assert!(said.contains(&format!("backend {variant}")), "{said}");
+            let backend = if variant == "etcd" { "etcd" } else { "kube" };
+            assert!(said.contains(&format!("backend {backend}")), "{said}");
         }
     }
 }
@@ -229,6 +358,8 @@ fn setup_dry_run_prints_the_walkthrough_and_the_readme_matches_it() {
     assert!(etcd.contains("+ kubectl apply -k k8s/etcd\n"));
     assert!(etcd.contains("+ kubectl -n crown scale deployment/crown --replicas=5\n"));
     assert!(etcd.contains("+ kubectl -n crown rollout status statefulset/etcd --timeout=180s\n"));
+    // The etcd variant has no Lease: reading one would stop the script (set -e).
+    assert!(!etcd.contains("get lease"), "{etcd}");
     // Bad arguments are refused with one line and exit 2.
     let bad = Command::new("bash")
         .arg(format!("{ROOT}/scripts/setup.sh"))

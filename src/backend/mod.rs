@@ -120,6 +120,19 @@ pub trait Backend: Send + Sync + 'static {
         std::future::pending::<()>().await
     }
 
+    /// Resolves when someone asked the holder of `term` to resign through the backend (a
+    /// dashboard acting on a remote leader) and we hold `term`. The elector, leading `term`,
+    /// then resigns as on SIGUSR1. Backends without such requests never resolve.
+    async fn resign_requested(&self, _term: Term) {
+        std::future::pending::<()>().await
+    }
+
+    /// The Kubernetes namespace in use and the rule that chose it (kube backend), for
+    /// `crown status`.
+    fn namespace(&self) -> Option<(String, &'static str)> {
+        None
+    }
+
     /// The lease as stored (for `crown status`).
     async fn lease(&self) -> Result<LeaseView, BackendError>;
 

@@ -77,6 +77,8 @@ pub enum StopReason {
     Superseded,
     /// The participant is shutting down (and released the lease).
     Shutdown,
+    /// The elector itself failed (a panic): it stopped acting and released the lease.
+    Failed,
 }
 
 impl fmt::Display for StopReason {
@@ -86,6 +88,7 @@ impl fmt::Display for StopReason {
             StopReason::RenewDeadline => "renew deadline passed",
             StopReason::Superseded => "superseded",
             StopReason::Shutdown => "shutdown",
+            StopReason::Failed => "elector failed",
         })
     }
 }
@@ -125,6 +128,13 @@ pub enum Event {
     /// work until an operator fixes it, so the elector stops. Never sent while leading.
     Fatal {
         /// One line saying what is missing.
+        message: String,
+    },
+    /// The elector task failed (it panicked): it has stepped down (`StoppedLeading` with
+    /// [`StopReason::Failed`] first if it led, the before-release hook run and the lease
+    /// released) and campaigns no more. The last event of the stream; `crown run` exits 1.
+    Failed {
+        /// What went wrong (the panic message).
         message: String,
     },
 }

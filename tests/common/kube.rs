@@ -99,6 +99,62 @@ impl KubeEnv {
         child.wait_with_output().unwrap()
     }
 
+    /// A kubeconfig as admin that impersonates `user` (e.g. a service account), written to
+    /// the test's directory: RBAC is checked as that user.
+    pub fn kubeconfig_as(&self, user: &str) -> PathBuf {
+        let raw = self.kubectl(&["config", "view", "--raw", "-o", "json"]);
+        let mut cfg: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        for u in cfg["users"].as_array_mut().unwrap() {
+            u["user"]["as"] = user.into();
+        }
+        let kc = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-as-{}", user.replace(':', "-")));
+        std::fs::write(&kc, serde_json::to_string(&cfg).unwrap()).unwrap();
+        kc
+    }
+
+    /// A Pod object named `name` with crown's label (or none), as the Deployment makes them.
+    /// With no kubelet it stays Pending; crown only labels and annotates it.
+    pub fn create_pod(&self, ns: &str, name: &str, crown_label: bool) {
+        let labels = if crown_label {
+            "  labels:\n    app.kubernetes.io/name: crown\n    app.kubernetes.io/component: participant\n"
+        } else {
+            ""
+        };
+        let doc = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n{labels}spec:\n  containers:\n    - name: crown\n      image: crown:local\n"
+        );
+        self.kubectl_stdin(&["apply", "-f", "-"], Some(&doc));
+    }
+
+    /// Names of the Pods in `ns` labelled `crown.io/leader=true`.
+    pub fn leader_pods(&self, ns: &str) -> Vec<String> {
+        let out = self.kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "crown.io/leader=true",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]);
+        out.split_whitespace().map(String::from).collect()
+    }
+
+    /// Starts kube-controller-manager (deployment, replicaset, endpointslice, disruption,
+    /// namespace, garbage collector controllers) against this apiserver, building it once.
+    pub fn start_controller_manager(&self) {
+        let out = script(&["start-controller-manager"], self.dir.path());
+        assert!(
+            out.status.success(),
+            "could not start kube-controller-manager (build it with `scripts/kube-test-env.sh build-controller-manager`; needs Go):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn stop_apiserver(&self) {
         let out = script(&["stop-apiserver"], self.dir.path());
         assert!(

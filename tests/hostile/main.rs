@@ -8,3 +8,4 @@
 mod common;
 mod output;
 mod second_user;
+mod sidecar;

@@ -13,12 +13,29 @@
 //!   elector's retry period re-reads it as a backstop.
 //! - crown adds an annotation `crown.io/holder` (`{"id","pid","host"}`) for the dashboard; it is
 //!   trusted only when its id matches `holderIdentity` (client-go keeps stale annotations).
-//! - Member heartbeats: one small Lease per participant, `<lease>-member-<id>`, labelled
-//!   `app.kubernetes.io/name=crown` and `crown/election=<election>`, its `crown.io/member`
-//!   annotation holding the [`Member`] JSON; deleted on clean exit.
+//! - In a Pod (`--pod-name`, `$POD_NAME`): the leader labels its Pod `crown.io/leader=true`
+//!   (see [`pods`]) so a `crown-leader` Service selects exactly the leader, and the member
+//!   heartbeat is an annotation on the participant's own Pod, so the participant needs rights
+//!   only on the election Lease by name (plus `create`, and pods list/patch).
+//! - Outside a Pod, member heartbeats are one small Lease per participant,
+//!   `<lease>-member-<id>`, labelled `app.kubernetes.io/name=crown` and
+//!   `crown/election=<election>`, its `crown.io/member` annotation holding the [`Member`] JSON;
+//!   deleted on clean exit.
+//! - Resign requests: [`KubeBackend::request_resign`] writes the annotation `crown.io/resign`
+//!   = the term to resign; only the holder of that very term acts on it (it releases at its
+//!   next read, within one retry period); a request for any other term is ignored and dropped
+//!   at the next write.
 //! - History: one `events.k8s.io/v1` Event per grant, reason `BecameLeader` (as client-go
 //!   records), labelled like the members, its `crown.io/grant` annotation holding the
 //!   [`Grant`]. Events expire with the apiserver's `--event-ttl` (1 h by default).
+
+pub mod config;
+pub mod pods;
+
+pub use config::{
+    ClientOptions, Namespace, NamespaceSource, client_options, resolve_namespace,
+    set_client_options,
+};
 
 use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
 use crate::election::lease::{self, Current, Liveness, Observer};
@@ -27,25 +44,32 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
+    WatchParams,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 const HOLDER_ANNOTATION: &str = "crown.io/holder";
 const MEMBER_ANNOTATION: &str = "crown.io/member";
 const GRANT_ANNOTATION: &str = "crown.io/grant";
+const RESIGN_ANNOTATION: &str = "crown.io/resign";
 const ELECTION_LABEL: &str = "crown/election";
-const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label every crown Pod and object carries (`=crown`).
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label on the leader's Pod (`=true`), selected by the `crown-leader` Service.
+pub const LEADER_LABEL: &str = "crown.io/leader";
 /// Member heartbeats are written at most this often unless role or term changes.
 const MEMBER_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -65,7 +89,14 @@ pub struct KubeBackend {
 struct Inner {
     leases: Api<Lease>,
     events: Api<KubeEvent>,
+    pods: Api<Pod>,
     namespace: String,
+    namespace_source: NamespaceSource,
+    /// The Pod we run in (`--pod-name`): leader label and heartbeat annotation.
+    pod: Option<String>,
+    marker: Option<Arc<pods::PodMarker>>,
+    /// The term whose holder (us) was asked to resign, as last read from the Lease.
+    resign: watch::Sender<Option<u64>>,
     name: String,
     election: String,
     me: Identity,
@@ -82,7 +113,7 @@ struct Inner {
 }
 
 /// Maps a kube error to one clear line naming the verb and the resource.
-fn api_err(verb: &str, resource: &str, ns: &str, e: kube::Error) -> BackendError {
+pub(crate) fn api_err(verb: &str, resource: &str, ns: &str, e: kube::Error) -> BackendError {
     match e {
         kube::Error::Api(s) if s.code == 403 => BackendError::Forbidden(format!(
             "forbidden: cannot {verb} {resource} in namespace {ns:?} (grant the verb in a Role bound to this identity): {}",
@@ -110,8 +141,9 @@ fn micro(t: Timestamp) -> MicroTime {
 }
 
 impl KubeBackend {
-    /// Connects with the in-cluster config or `$KUBECONFIG`, and checks within `wait` that the
-    /// Lease can be read.
+    /// Connects by kubectl's rules (see [`config`]; `namespace` is the value of
+    /// `-n`/`$NAMESPACE`, empty when neither is given) with the process-wide
+    /// [`ClientOptions`], and checks within `wait` that the Lease can be read.
     pub async fn connect(
         namespace: &str,
         lease_name: &str,
@@ -119,24 +151,66 @@ impl KubeBackend {
         me: Identity,
         wait: Duration,
     ) -> Result<Self, BackendError> {
+        Self::connect_with(&client_options(), namespace, lease_name, election, me, wait).await
+    }
+
+    /// [`KubeBackend::connect`] with explicit client options.
+    pub async fn connect_with(
+        opts: &ClientOptions,
+        namespace: &str,
+        lease_name: &str,
+        election: &str,
+        me: Identity,
+        wait: Duration,
+    ) -> Result<Self, BackendError> {
         super::validate_election_name(lease_name)?;
-        let client = tokio::time::timeout(wait, Client::try_default())
+        let cfg = tokio::time::timeout(wait, config::load_config(opts))
             .await
             .map_err(|_| {
                 BackendError::Unavailable(
                     "timed out loading the Kubernetes client configuration".into(),
                 )
-            })?
-            .map_err(|e| {
-                BackendError::Unavailable(format!(
-                    "cannot load a Kubernetes configuration (in-cluster or $KUBECONFIG): {e}"
-                ))
-            })?;
+            })??;
+        let ns = match config::resolve_namespace_with(
+            Some(namespace),
+            std::path::Path::new(config::SERVICE_ACCOUNT_NAMESPACE),
+            None,
+            None,
+        ) {
+            // Neither the flag nor a Pod's service account: the context's namespace, which
+            // is what the loaded configuration says ("default" when the context has none).
+            n if n.source == NamespaceSource::Default => Namespace {
+                source: if cfg.default_namespace == "default" {
+                    NamespaceSource::Default
+                } else {
+                    NamespaceSource::Context
+                },
+                name: cfg.default_namespace.clone(),
+            },
+            n => n,
+        };
+        let namespace = ns.name.as_str();
+        let client = Client::try_from(cfg).map_err(|e| {
+            BackendError::Unavailable(format!("cannot build a Kubernetes client: {e}"))
+        })?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let pod = opts
+            .pod_name
+            .clone()
+            .filter(|p| !p.is_empty() && !me.id.is_empty());
+        let marker = pod
+            .as_ref()
+            .map(|p| pods::PodMarker::start(pods.clone(), namespace, p, lease_name));
         let b = KubeBackend {
             inner: Arc::new(Inner {
                 leases: Api::namespaced(client.clone(), namespace),
                 events: Api::namespaced(client, namespace),
+                pods,
                 namespace: namespace.into(),
+                namespace_source: ns.source,
+                pod,
+                marker,
+                resign: watch::channel(None).0,
                 name: lease_name.into(),
                 election: election.into(),
                 me,
@@ -164,6 +238,125 @@ impl KubeBackend {
                 }
             }
         }
+    }
+
+    /// The namespace in use and which rule chose it.
+    pub fn namespace(&self) -> Namespace {
+        Namespace {
+            name: self.inner.namespace.clone(),
+            source: self.inner.namespace_source,
+        }
+    }
+
+    /// Asks the holder of `term` to resign: writes the annotation `crown.io/resign` = `term`
+    /// on the Lease, only if `term` is still the current, held term (the write carries the
+    /// resourceVersion it checked). The holder releases at its next read of the Lease (at
+    /// once with its watch, else within one retry period); any other participant, and a later
+    /// holder, ignores it. Refuses (`Invalid`, with the reason) when the Lease is free or in
+    /// another term.
+    pub async fn request_resign(&self, term: Term) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let what = format!("leases.coordination.k8s.io {:?}", inner.name);
+        let l = inner.get().await?.ok_or_else(|| {
+            BackendError::Invalid(format!(
+                "no Lease {}/{}: nobody to ask to resign",
+                inner.namespace, inner.name
+            ))
+        })?;
+        let Current::Record(rec) = inner.current(Some(&l)) else {
+            unreachable!("a Lease reads as a record")
+        };
+        if !rec.is_held() {
+            return Err(BackendError::Invalid(format!(
+                "Lease {}/{} is free: nobody to ask to resign",
+                inner.namespace, inner.name
+            )));
+        }
+        if rec.term != term {
+            return Err(BackendError::Invalid(format!(
+                "term {term} is over: {} holds term {} now",
+                rec.holder, rec.term
+            )));
+        }
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": l.metadata.resource_version,
+            "annotations": {RESIGN_ANNOTATION: term.0.to_string()},
+        }});
+        inner
+            .leases
+            .patch(&inner.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| api_err("patch", &what, &inner.namespace, e))
+    }
+
+    /// Deletes the Pod of the leader `holder` in `term` (the dashboard's kill key on the kube
+    /// backend, what one would do with `kubectl delete pod`). Refuses (`Invalid`, with the
+    /// reason) unless the Lease is still held by `holder` in `term`, a Pod of that name exists
+    /// in the Lease's namespace, and it carries crown's label `app.kubernetes.io/name=crown`.
+    /// The delete is conditional on the uid that was checked. Returns the Pod's name.
+    pub async fn delete_leader_pod(
+        &self,
+        holder: &str,
+        term: Term,
+    ) -> Result<String, BackendError> {
+        let inner = &self.inner;
+        let ns = &inner.namespace;
+        let l = inner.get().await?;
+        let rec = match inner.current(l.as_ref()) {
+            Current::Record(r) if r.is_held() => r,
+            _ => {
+                return Err(BackendError::Invalid(format!(
+                    "Lease {ns}/{} is not held: no leader Pod to delete",
+                    inner.name
+                )));
+            }
+        };
+        if rec.holder != holder || rec.term != term {
+            return Err(BackendError::Invalid(format!(
+                "the leader changed: {} holds term {} now (not {holder} in term {term})",
+                rec.holder, rec.term
+            )));
+        }
+        if super::validate_election_name(holder).is_err() {
+            return Err(BackendError::Invalid(format!(
+                "the holder identity {holder:?} cannot name a Pod"
+            )));
+        }
+        let pod = inner
+            .pods
+            .get_opt(holder)
+            .await
+            .map_err(|e| api_err("get", &format!("pods {holder:?}"), ns, e))?
+            .ok_or_else(|| {
+                BackendError::Invalid(format!(
+                    "no Pod {holder:?} in namespace {ns:?}: the leader does not run in a Pod here"
+                ))
+            })?;
+        let crown = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(NAME_LABEL))
+            .is_some_and(|v| v == "crown");
+        if !crown {
+            return Err(BackendError::Invalid(format!(
+                "Pod {ns}/{holder} does not carry the label {NAME_LABEL}=crown: not deleting it"
+            )));
+        }
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        inner
+            .pods
+            .delete(holder, &dp)
+            .await
+            .map(|_| holder.to_string())
+            .map_err(|e| api_err("delete", &format!("pods {holder:?}"), ns, e))
     }
 
     /// Starts watching the Lease (idempotent): every change wakes [`Backend::changed`].
@@ -233,6 +426,29 @@ impl Inner {
         *self.cache.lock().unwrap() = None;
     }
 
+    /// Notes a resign request addressed to us in the Lease as read.
+    fn note_resign(&self, lease: Option<&Lease>) {
+        let asked = lease.and_then(|l| {
+            let spec = l.spec.as_ref()?;
+            let term = spec.lease_transitions?;
+            let held_by_us = !self.me.id.is_empty()
+                && spec.holder_identity.as_deref() == Some(self.me.id.as_str());
+            let asked: u64 = l
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(RESIGN_ANNOTATION)?
+                .parse()
+                .ok()?;
+            (held_by_us && term >= 0 && asked == term as u64).then_some(asked)
+        });
+        self.resign.send_if_modified(|v| {
+            let changed = *v != asked;
+            *v = asked;
+            changed
+        });
+    }
+
     /// Keeps `lease` as the current view unless the view already holds a newer version.
     fn remember(&self, lease: Option<Lease>) {
         let rv = |l: &Option<Lease>| {
@@ -246,6 +462,7 @@ impl Inner {
             _ => true,
         };
         if newer {
+            self.note_resign(lease.as_ref());
             *c = Some(lease);
         }
     }
@@ -352,6 +569,10 @@ impl Inner {
             );
         } else {
             ann.remove(HOLDER_ANNOTATION);
+        }
+        // A resign request lives only as long as the term it names.
+        if !rec.is_held() || ann.get(RESIGN_ANNOTATION) != Some(&rec.term.0.to_string()) {
+            ann.remove(RESIGN_ANNOTATION);
         }
         meta.annotations = Some(ann);
         let base_spec = base.and_then(|l| l.spec.clone()).unwrap_or_default();
@@ -479,6 +700,7 @@ impl Backend for KubeBackend {
     ) -> Result<Outcome, BackendError> {
         let inner = &self.inner;
         let base = inner.read().await?;
+        inner.note_resign(base.as_ref());
         let cur = inner.current(base.as_ref());
         if req.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(BackendError::Conflict(
@@ -510,6 +732,9 @@ impl Backend for KubeBackend {
         match decision {
             lease::Decision::Acquire { record, grant } => {
                 inner.write(&record, base.as_ref()).await?;
+                if let Some(m) = &inner.marker {
+                    m.set(Some(record.term));
+                }
                 if let Err(e) = inner.record_grant(&grant).await {
                     tracing::warn!(
                         "could not record the grant of term {} as an Event: {e}",
@@ -523,6 +748,9 @@ impl Backend for KubeBackend {
             }
             lease::Decision::Renew { record } => {
                 inner.write(&record, base.as_ref()).await?;
+                if let Some(m) = &inner.marker {
+                    m.set(Some(record.term));
+                }
                 Ok(Outcome::Renewed { term: record.term })
             }
             lease::Decision::Follow { leader, expires_in } => Ok(Outcome::Following {
@@ -535,6 +763,10 @@ impl Backend for KubeBackend {
 
     async fn release(&self, term: Term) -> Result<(), BackendError> {
         let inner = &self.inner;
+        // Unlabel our Pod before the Lease is free, so the leader Service never selects two.
+        if let Some(m) = &inner.marker {
+            m.clear(Duration::from_secs(1)).await;
+        }
         let base = inner.get().await?;
         let cur = inner.current(base.as_ref());
         if let Some(rec) = lease::release(&cur, &inner.me, term, Timestamp::now()) {
@@ -543,8 +775,28 @@ impl Backend for KubeBackend {
         Ok(())
     }
 
+    async fn abandon(&self) {
+        if let Some(m) = &self.inner.marker {
+            m.clear(Duration::from_secs(1)).await;
+        }
+    }
+
     async fn changed(&self) {
         self.inner.notify.notified().await
+    }
+
+    async fn resign_requested(&self, term: Term) {
+        let mut rx = self.inner.resign.subscribe();
+        if rx.wait_for(|v| *v == Some(term.0)).await.is_err() {
+            std::future::pending::<()>().await
+        }
+    }
+
+    fn namespace(&self) -> Option<(String, &'static str)> {
+        Some((
+            self.inner.namespace.clone(),
+            self.inner.namespace_source.describe(),
+        ))
     }
 
     async fn lease(&self) -> Result<LeaseView, BackendError> {
@@ -566,6 +818,11 @@ impl Backend for KubeBackend {
             {
                 return Ok(());
             }
+        }
+        if let Some(pod) = &inner.pod {
+            pods::publish(&inner.pods, &inner.namespace, pod, &inner.name, m).await?;
+            *inner.last_member.lock().unwrap() = Some((m.role, m.term, Instant::now()));
+            return Ok(());
         }
         let name = inner.member_name(&m.id);
         let what = format!("leases.coordination.k8s.io {name:?}");
@@ -624,6 +881,9 @@ impl Backend for KubeBackend {
     }
 
     async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
+        if let Some(pod) = &self.inner.pod {
+            return pods::unpublish(&self.inner.pods, &self.inner.namespace, pod).await;
+        }
         let name = self.inner.member_name(id);
         match self
             .inner
@@ -642,20 +902,33 @@ impl Backend for KubeBackend {
         }
     }
 
+    /// Heartbeats from member Leases and from Pod annotations; a source this identity may
+    /// not list is skipped (an error only when both are refused or unreachable).
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
         let inner = &self.inner;
-        let list = inner
+        let from_leases = inner
             .leases
             .list(&ListParams::default().labels(&format!("{ELECTION_LABEL}={}", inner.election)))
             .await
-            .map_err(|e| api_err("list", "leases.coordination.k8s.io", &inner.namespace, e))?;
-        let mut out: Vec<Member> = list
-            .items
-            .iter()
-            .filter_map(|l| l.metadata.annotations.as_ref()?.get(MEMBER_ANNOTATION))
-            .filter_map(|s| serde_json::from_str(s).ok())
-            .collect();
+            .map_err(|e| api_err("list", "leases.coordination.k8s.io", &inner.namespace, e))
+            .map(|list| {
+                list.items
+                    .iter()
+                    .filter_map(|l| l.metadata.annotations.as_ref()?.get(MEMBER_ANNOTATION))
+                    .filter_map(|s| serde_json::from_str::<Member>(s).ok())
+                    .collect::<Vec<_>>()
+            });
+        let from_pods = pods::members(&inner.pods, &inner.namespace, &inner.name).await;
+        let mut out: Vec<Member> = match (from_leases, from_pods) {
+            (Err(e), Err(_)) => return Err(e),
+            (a, b) => a
+                .unwrap_or_default()
+                .into_iter()
+                .chain(b.unwrap_or_default())
+                .collect(),
+        };
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
         Ok(out)
     }
 
