@@ -18,3 +18,5 @@ pub const CORRUPT_STATE: i32 = 5;
 pub const LOST_LEADERSHIP: i32 = 6;
 /// The backend denied a verb we need (Kubernetes RBAC).
 pub const FORBIDDEN: i32 = 7;
+/// `crown run --wait`: not leader by the deadline (like `flock -w`, `consul lock -timeout`).
+pub const WAIT_EXPIRED: i32 = 8;

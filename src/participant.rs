@@ -100,12 +100,16 @@ pub async fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Ba
 /// The etcd backend's options from the flags (the password only from `$ETCD_PASSWORD`).
 pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
     let password = match &args.etcd.user {
-        Some(_) => Some(std::env::var("ETCD_PASSWORD").map_err(|_| {
-            Failure::new(
-                exit::CONFIG,
-                "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
-            )
-        })?),
+        Some(_) => Some(
+            std::env::var("ETCD_PASSWORD")
+                .or_else(|_| std::env::var("ETCDCTL_PASSWORD"))
+                .map_err(|_| {
+                    Failure::new(
+                        exit::CONFIG,
+                        "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
+                    )
+                })?,
+        ),
         None => None,
     };
     Ok(EtcdOptions {
@@ -147,10 +151,31 @@ pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Fai
     }
 }
 
-/// Installs the log subscriber: text lines with only the message, or JSON with fields.
-pub fn init_logging(format: LogFormat) {
+/// The default log filter of `crown run` and the dashboard: crown's own lines from INFO (role
+/// changes; heartbeats are DEBUG), libraries' from WARN.
+pub const LOG_DEFAULT: &str = "warn,crown=info";
+
+/// The default log filter of one-shot commands (`status`, `history`): only crown's own
+/// warnings, so that a failure is the one `crown: error:` line (the clients' own retries and
+/// errors stay quiet).
+pub const ONE_SHOT_LOG_DEFAULT: &str = "crown=warn";
+
+/// The log filter: `$CROWN_LOG` if set, else `$RUST_LOG` (the usual variable of Rust
+/// services), else `default`; a filter that does not parse falls back to `default`.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CROWN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    ["CROWN_LOG", "RUST_LOG"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default))
+}
+
+/// Installs the log subscriber (filter from [`log_filter`] with `default`): text lines with
+/// only the message, or JSON with fields.
+pub fn init_logging(format: LogFormat, default: &str) {
+    let filter = log_filter(default);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -205,13 +230,22 @@ pub fn log_event(id: &str, ev: &Event) {
             )
         }
         Event::Renewed { term, .. } => {
-            tracing::info!(
+            // One every retry period: DEBUG (`RUST_LOG=crown=debug` shows them).
+            tracing::debug!(
                 event = "leader_heartbeat",
                 id,
                 term = term.0,
                 "👑 [{id}] LEADER heartbeat (term {term})"
             )
         }
+        // Asked for (resign, shutdown): INFO; involuntary: WARN.
+        Event::StoppedLeading {
+            term,
+            reason: reason @ (StopReason::Released | StopReason::Shutdown),
+        } => tracing::info!(
+            event = "stopped_leading", id, term = term.0, reason = %reason,
+            "[{id}] lost leadership: {reason} (term {term})"
+        ),
         Event::StoppedLeading { term, reason } => tracing::warn!(
             event = "stopped_leading", id, term = term.0, reason = %reason,
             "[{id}] lost leadership: {reason} (term {term})"
@@ -434,6 +468,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let mut fatal = None;
     let mut failed = None;
     let mut code = exit::OK;
+    let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
     let mut backoff = ResignBackoff::default();
     loop {
         let ev = tokio::select! {
@@ -448,6 +483,12 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                     break;
                 }
             },
+            _ = wait.expired(), if wait.pending() => {
+                wait.give_up(&id);
+                code = exit::WAIT_EXPIRED;
+                shutdown.cancel();
+                continue;
+            }
             Some(x) = recv_opt(&mut child_exits) => {
                 match args.sidecar.on_child_exit {
                     OnChildExit::Exit if !shutdown.is_cancelled() => {
@@ -470,13 +511,18 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             }
         };
         log_event(&id, &ev);
+        if wait.observe(&ev) {
+            wait.give_up(&id);
+            code = exit::WAIT_EXPIRED;
+            shutdown.cancel();
+        }
         metrics.observe(&ev);
         if let Some(n) = &notifier {
             n.observe(&ev);
         }
         match &ev {
             Event::StartedLeading { term } => {
-                if let Some(s) = &supervisor {
+                if let Some(s) = supervisor.as_ref().filter(|_| !wait.gave_up) {
                     s.start(*term);
                 }
             }
@@ -530,6 +576,78 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     match fatal {
         Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
         None => Ok(code),
+    }
+}
+
+/// `crown run --wait`: the deadline to become leader by, once.
+struct WaitLimit {
+    /// The deadline, while it still matters (not yet leader, not yet given up).
+    deadline: Option<tokio::time::Instant>,
+    /// What was asked, for the log line.
+    asked: std::time::Duration,
+    /// Whether one campaign attempt has concluded (we know a leader, or that there is none).
+    attempted: bool,
+    /// Whether we gave up (the lease, if granted meanwhile, is released at once).
+    gave_up: bool,
+    /// The latest we wait when no attempt concludes (the backend keeps failing).
+    cap: std::time::Duration,
+}
+
+impl WaitLimit {
+    fn new(wait: Option<std::time::Duration>, lease_duration: std::time::Duration) -> Self {
+        WaitLimit {
+            deadline: wait.map(|w| tokio::time::Instant::now() + w),
+            asked: wait.unwrap_or_default(),
+            attempted: false,
+            gave_up: false,
+            cap: lease_duration,
+        }
+    }
+
+    /// Whether the deadline still matters.
+    fn pending(&self) -> bool {
+        self.deadline.is_some() && !self.gave_up
+    }
+
+    /// Resolves when we must give up: at the deadline once an attempt has concluded (so
+    /// `--wait 0` tries once), or one lease duration later if none does.
+    async fn expired(&self) {
+        match self.deadline {
+            Some(d) if self.attempted => tokio::time::sleep_until(d).await,
+            Some(d) => tokio::time::sleep_until(d + self.cap).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Notes an event; true if it means giving up now (an attempt concluded without the lease
+    /// at or after the deadline).
+    fn observe(&mut self, ev: &Event) -> bool {
+        if !self.pending() {
+            return false;
+        }
+        match ev {
+            Event::StartedLeading { .. } => {
+                self.deadline = None;
+                false
+            }
+            Event::NewLeader { .. } | Event::NoLeader => {
+                self.attempted = true;
+                self.deadline
+                    .is_some_and(|d| tokio::time::Instant::now() >= d)
+            }
+            _ => false,
+        }
+    }
+
+    fn give_up(&mut self, id: &str) {
+        self.gave_up = true;
+        tracing::info!(
+            event = "wait_expired",
+            id,
+            "[{id}] not leader within --wait {}: giving up (exit code {})",
+            humantime::format_duration(self.asked),
+            exit::WAIT_EXPIRED
+        );
     }
 }
 

@@ -28,7 +28,7 @@ fn spawn_limited(nofile: u32, id: &str, args: &[String]) -> Participant {
         .args(["run", "--log-format", "json", "--id", id])
         .args(args)
         .env_remove("POD_NAME")
-        .env("CROWN_LOG", "info")
+        .env("CROWN_LOG", "info,crown=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
