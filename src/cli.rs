@@ -154,6 +154,9 @@ pub struct EtcdArgs {
     /// etcd user name; the password is read from $ETCD_PASSWORD (never a flag).
     #[arg(long, env = "ETCD_USER")]
     pub user: Option<String>,
+    /// How many grants the etcd history keeps; older ones are compacted.
+    #[arg(long, env = "CROWN_ETCD_HISTORY_LIMIT", default_value_t = crate::backend::etcd::HISTORY_LIMIT as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub etcd_history_limit: u32,
 }
 
 impl EtcdArgs {
@@ -177,6 +180,12 @@ impl EtcdArgs {
         }
         if let Some(u) = &self.user {
             v.extend(["--user".to_string(), u.clone()]);
+        }
+        if self.etcd_history_limit != 0 {
+            v.extend([
+                "--etcd-history-limit".to_string(),
+                self.etcd_history_limit.to_string(),
+            ]);
         }
         v
     }

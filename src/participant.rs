@@ -117,6 +117,10 @@ pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
         key: args.etcd.key.clone(),
         user: args.etcd.user.clone().zip(password),
         wait: args.wait_for_backend,
+        history_limit: match args.etcd.etcd_history_limit {
+            0 => crate::backend::etcd::HISTORY_LIMIT,
+            n => n as usize,
+        },
     })
 }
 

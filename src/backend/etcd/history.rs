@@ -1,0 +1,335 @@
+//! The leader history: one [`Grant`] per term under `<prefix>.crown:<election>:history:`,
+//! written by whoever can tell — the crown winner for its own term (unconditionally), a crown
+//! participant that watched a foreign key become leader for that one (only if no record
+//! exists). How the previous term ended is what was observed when its key was deleted:
+//! - a crown resign record for that term, or the key deleted while its lease was still
+//!   alive: `released`;
+//! - the lease gone long before it could have run out (by the last TTL seen): `revoked`;
+//! - otherwise: `expired`.
+//!
+//! The last `history_limit` grants are kept; older ones are deleted in the transaction that
+//! raises `…:floor` (the highest compacted term), and a grant at or below the floor is never
+//! written again.
+
+use super::{Holder, Inner, LeaderKv, OP_TIMEOUT, escape};
+use crate::backend::BackendError;
+use crate::election::{EndKind, Grant, Term};
+use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, sleep};
+
+/// "Unknown" where a record needs a time: the Unix epoch (shown as unknown).
+pub(crate) const UNKNOWN_TIME: Timestamp = Timestamp::UNIX_EPOCH;
+
+/// The record of crown's last graceful resign.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Released {
+    pub(crate) term: Term,
+    pub(crate) holder: String,
+    pub(crate) at: Timestamp,
+}
+
+/// What this participant observed of the leader keys.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// The leader key last read.
+    leader: Option<LeaderKv>,
+    /// When it became leader, if we saw that happen (its predecessor's deletion, or no
+    /// leader before it).
+    leader_since: Option<Timestamp>,
+    /// Whether the last read found no leader.
+    none_since: Option<Timestamp>,
+    /// The last TTL read of the leader's lease: (lease, when, seconds left).
+    ttl: Option<(i64, Instant, i64)>,
+    /// The last leader key we saw deleted, when, and how it ended (once classified).
+    ended: Option<(LeaderKv, Timestamp, Option<EndKind>)>,
+}
+
+impl Inner {
+    /// Notes the leader read now; returns whether it is a new one.
+    pub(super) fn observe_leader(&self, l: Option<&LeaderKv>) -> bool {
+        let mut s = self.seen.lock().unwrap();
+        let Some(l) = l else {
+            if s.none_since.is_none() {
+                s.none_since = Some(Timestamp::now());
+            }
+            return false;
+        };
+        if s.leader.as_ref().map(|x| &x.key) == Some(&l.key) {
+            s.none_since = None;
+            return false;
+        }
+        let live = match (&s.ended, s.none_since) {
+            (Some((prev, at, _)), _) if prev.rev < l.rev => Some(*at),
+            (_, Some(at)) => Some(at),
+            _ => None,
+        };
+        s.leader = Some(l.clone());
+        s.leader_since = live;
+        s.none_since = None;
+        true
+    }
+
+    /// A key under the candidate prefix was deleted: if it was the leader's, note when, and
+    /// find out how its term ended.
+    pub(super) fn observe_delete(self: &Arc<Self>, key: &[u8], _rev: i64) {
+        let prev = {
+            let mut s = self.seen.lock().unwrap();
+            match &s.leader {
+                Some(l) if l.key.as_bytes() == key => {
+                    let l = l.clone();
+                    s.ended = Some((l.clone(), Timestamp::now(), None));
+                    s.leader = None;
+                    s.none_since = Some(Timestamp::now());
+                    l
+                }
+                _ => return,
+            }
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let end = inner.classify_end(&prev).await;
+            let mut s = inner.seen.lock().unwrap();
+            if let Some((l, _, e)) = &mut s.ended
+                && l.key == prev.key
+            {
+                *e = Some(end);
+            }
+        });
+    }
+
+    async fn classify_end(&self, prev: &LeaderKv) -> EndKind {
+        // The lease first: a resigning client revokes its session right after the delete.
+        let ttl = call!(self, "lease ttl", OP_TIMEOUT, |c| c
+            .lease_time_to_live(prev.lease, None))
+        .map(|r| r.ttl())
+        .unwrap_or(-1);
+        if ttl > 0 || self.released().await.is_some_and(|r| r.term == prev.term()) {
+            return EndKind::Released;
+        }
+        let seen = self.seen.lock().unwrap().ttl;
+        match seen {
+            Some((lease, when, left))
+                if lease == prev.lease
+                    && when + Duration::from_secs(left.max(0) as u64)
+                        > Instant::now() + Duration::from_secs(1) =>
+            {
+                EndKind::Revoked
+            }
+            _ => EndKind::Expired,
+        }
+    }
+
+    /// Reads how long the leader's lease has left (for telling revoked from expired later).
+    pub(super) async fn poll_leader_ttl(&self, l: &LeaderKv, every: Duration) {
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap()
+            .ttl
+            .is_some_and(|(lease, when, _)| lease == l.lease && when.elapsed() < every);
+        if fresh || l.lease == 0 {
+            return;
+        }
+        let when = Instant::now();
+        if let Ok(r) = call!(self, "lease ttl", OP_TIMEOUT, |c| c
+            .lease_time_to_live(l.lease, None))
+        {
+            self.seen.lock().unwrap().ttl = Some((l.lease, when, r.ttl()));
+        }
+    }
+
+    /// A new leader key that is not ours: record a grant for it if it is foreign and we saw it
+    /// begin (a crown winner records its own).
+    pub(super) async fn record_observed(self: Arc<Self>, l: LeaderKv) {
+        let since = self.seen.lock().unwrap().leader_since;
+        let Some(since) = since else { return };
+        if matches!(self.holder(&l, OP_TIMEOUT).await, Holder::Crown(_)) {
+            return;
+        }
+        let g = Grant {
+            term: l.term(),
+            holder: escape(&l.value),
+            acquired_at: since,
+            pid: None,
+            host: Some(l.foreign()),
+            previous_holder: None,
+            previous_end: None,
+            gap_ms: None,
+        };
+        self.record_grant(g, false).await;
+    }
+
+    /// Writes the history entry of a grant, with what was observed of its predecessor, and
+    /// compacts the history to the last `history_limit` grants. Best effort. `own`: our own
+    /// grant (overwrites a record a follower may have written first).
+    pub(super) async fn record_grant(self: Arc<Self>, mut g: Grant, own: bool) {
+        let limit = OP_TIMEOUT;
+        // The predecessor's end is classified in the background: give it a moment.
+        let mut ended = None;
+        for _ in 0..50 {
+            ended = self.seen.lock().unwrap().ended.clone();
+            match &ended {
+                Some((_, _, None)) => sleep(Duration::from_millis(20)).await,
+                _ => break,
+            }
+        }
+        let floor = self.floor().await;
+        if g.term <= floor {
+            return;
+        }
+        match ended.filter(|(p, _, _)| p.term() < g.term) {
+            Some((prev, at, end)) => {
+                let holder = match self.grant_of(prev.term()).await {
+                    Some(pg) => pg.holder,
+                    None => escape(&prev.value),
+                };
+                g.previous_holder = Some(holder);
+                g.previous_end = Some(end.unwrap_or(EndKind::Expired));
+                g.gap_ms = Some(g.acquired_at.duration_since(at).as_millis().max(0) as u64);
+            }
+            None => {
+                // Not observed: the last recorded grant, ended as its resign record says.
+                if let Some(p) = self.last_grant().await.filter(|p| p.term < g.term) {
+                    let released = self.released().await.filter(|r| r.term == p.term);
+                    g.previous_holder = Some(p.holder);
+                    g.previous_end = Some(match released {
+                        Some(_) => EndKind::Released,
+                        None => EndKind::Expired,
+                    });
+                    g.gap_ms = released
+                        .map(|r| g.acquired_at.duration_since(r.at).as_millis().max(0) as u64);
+                }
+            }
+        }
+        let Ok(json) = serde_json::to_string(&g) else {
+            return;
+        };
+        let key = self.keys.history(g.term);
+        let put = TxnOp::put(key.clone(), json, None);
+        let txn = if own {
+            Txn::new().and_then([put])
+        } else {
+            Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                .and_then([put])
+        };
+        if let Err(e) = call!(self, "history write", limit, |c| c.txn(txn)) {
+            tracing::warn!("[{}] could not record grant {}: {e}", self.id(), g.term);
+            return;
+        }
+        self.compact_history().await;
+    }
+
+    /// Keeps the last `history_limit` grants; raises the floor over the ones deleted.
+    async fn compact_history(&self) {
+        let Ok(all) = call!(self, "history read", OP_TIMEOUT, |c| c.get(
+            self.keys.history.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend),
+            ),
+        )) else {
+            return;
+        };
+        let n = all.kvs().len();
+        if n <= self.history_limit {
+            return;
+        }
+        let first = all.kvs()[0].key().to_vec();
+        let last_gone = all.kvs()[n - self.history_limit - 1].key().to_vec();
+        let keep_from = all.kvs()[n - self.history_limit].key().to_vec();
+        let Some(floor) = std::str::from_utf8(&last_gone)
+            .ok()
+            .and_then(|k| k.strip_prefix(&self.keys.history))
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let txn = Txn::new().and_then([
+            TxnOp::put(self.keys.floor.clone(), floor, None),
+            TxnOp::delete(
+                first,
+                Some(etcd_client::DeleteOptions::new().with_range(keep_from)),
+            ),
+        ]);
+        let _ = call!(self, "history compaction", OP_TIMEOUT, |c| c.txn(txn));
+    }
+
+    /// The highest term compacted out of the history (0 if none).
+    async fn floor(&self) -> Term {
+        call!(self, "read", OP_TIMEOUT, |c| c
+            .get(self.keys.floor.clone(), None))
+        .ok()
+        .and_then(|r| {
+            r.kvs()
+                .first()
+                .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.trim().parse().ok())
+        })
+        .map(Term)
+        .unwrap_or_default()
+    }
+
+    async fn last_grant(&self) -> Option<Grant> {
+        let r = call!(self, "read", OP_TIMEOUT, |c| c.get(
+            self.keys.history.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Key, SortOrder::Descend)
+                    .with_limit(1),
+            ),
+        ))
+        .ok()?;
+        r.kvs().first().and_then(|kv| parse_grant(kv.value()))
+    }
+
+    pub(super) async fn grant_of(&self, term: Term) -> Option<Grant> {
+        let got = call!(self, "read", OP_TIMEOUT, |c| c
+            .get(self.keys.history(term), None))
+        .ok()?;
+        got.kvs()
+            .first()
+            .and_then(|kv| parse_grant(kv.value()))
+            .filter(|g| g.term == term)
+    }
+
+    pub(super) async fn released(&self) -> Option<Released> {
+        let got = call!(self, "read", OP_TIMEOUT, |c| c
+            .get(self.keys.released.clone(), None))
+        .ok()?;
+        got.kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok())
+    }
+
+    pub(super) async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        let got = call!(self, "read", OP_TIMEOUT, |c| c.get(
+            self.keys.history.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend),
+            ),
+        ))?;
+        Ok(got
+            .kvs()
+            .iter()
+            .filter_map(|kv| parse_grant(kv.value()))
+            .collect())
+    }
+}
+
+/// A grant from etcd, its text escaped (anyone with write access could have written it).
+fn parse_grant(v: &[u8]) -> Option<Grant> {
+    let mut g: Grant = serde_json::from_slice(v).ok()?;
+    g.holder = escape(&g.holder);
+    g.host = g.host.map(|h| escape(&h));
+    g.previous_holder = g.previous_holder.map(|h| escape(&h));
+    Some(g)
+}
