@@ -42,7 +42,7 @@ pub(crate) fn etcd_err(what: &str, e: etcd_client::Error) -> BackendError {
         let msg = super::escape(s.message());
         return match s.code() {
             tonic::Code::PermissionDenied => BackendError::Forbidden(format!(
-                "etcd denied {what}: {msg} (grant the user read/write on the election prefix and the .crown: keys)"
+                "etcd denied {what}: {msg} (grant the user read/write on the prefix <prefix><election>)"
             )),
             tonic::Code::Unauthenticated => {
                 BackendError::Forbidden(format!("etcd rejected the credentials for {what}: {msg}"))

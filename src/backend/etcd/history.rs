@@ -1,4 +1,4 @@
-//! The leader history: one [`Grant`] per term under `<prefix>.crown:<election>:history:`,
+//! The leader history: one [`Grant`] per term under `<prefix><election>:history:`,
 //! written by whoever can tell — the crown winner for its own term (unconditionally), a crown
 //! participant that watched a foreign key become leader for that one (only if no record
 //! exists). How the previous term ended is what was observed when its key was deleted:
@@ -142,20 +142,21 @@ impl Inner {
         }
     }
 
-    /// A new leader key that is not ours: record a grant for it if it is foreign and we saw it
-    /// begin (a crown winner records its own).
+    /// A new leader key that is not ours: record a grant for it if we saw it begin and nobody
+    /// has yet (a crown winner overwrites it with its own record).
     pub(super) async fn record_observed(self: Arc<Self>, l: LeaderKv) {
         let since = self.seen.lock().unwrap().leader_since;
         let Some(since) = since else { return };
-        if matches!(self.holder(&l, OP_TIMEOUT).await, Holder::Crown(_)) {
-            return;
-        }
+        let (holder, pid, host) = match self.holder(&l, OP_TIMEOUT).await {
+            Holder::Crown(m) => (m.id, Some(m.pid), m.host),
+            Holder::Foreign => (escape(&l.value), None, l.foreign()),
+        };
         let g = Grant {
             term: l.term(),
-            holder: escape(&l.value),
+            holder,
             acquired_at: since,
-            pid: None,
-            host: Some(l.foreign()),
+            pid,
+            host: Some(host),
             previous_holder: None,
             previous_end: None,
             gap_ms: None,
@@ -168,28 +169,29 @@ impl Inner {
     /// grant (overwrites a record a follower may have written first).
     pub(super) async fn record_grant(self: Arc<Self>, mut g: Grant, own: bool) {
         let limit = OP_TIMEOUT;
-        // The predecessor's end is classified in the background: give it a moment.
-        let mut ended = None;
-        for _ in 0..50 {
-            ended = self.seen.lock().unwrap().ended.clone();
-            match &ended {
-                Some((_, _, None)) => sleep(Duration::from_millis(20)).await,
-                _ => break,
-            }
-        }
-        let floor = self.floor().await;
-        if g.term <= floor {
+        if g.term <= self.floor().await {
             return;
         }
-        match ended.filter(|(p, _, _)| p.term() < g.term) {
+        let ended = self
+            .seen
+            .lock()
+            .unwrap()
+            .ended
+            .clone()
+            .filter(|(p, _, _)| p.term() < g.term);
+        let mut pending = None;
+        match ended {
             Some((prev, at, end)) => {
                 let holder = match self.grant_of(prev.term()).await {
                     Some(pg) => pg.holder,
                     None => escape(&prev.value),
                 };
                 g.previous_holder = Some(holder);
-                g.previous_end = Some(end.unwrap_or(EndKind::Expired));
+                g.previous_end = end;
                 g.gap_ms = Some(g.acquired_at.duration_since(at).as_millis().max(0) as u64);
+                if end.is_none() {
+                    pending = Some(prev.key);
+                }
             }
             None => {
                 // Not observed: the last recorded grant, ended as its resign record says.
@@ -205,21 +207,48 @@ impl Inner {
                 }
             }
         }
+        // Written at once (a holder may die any moment), completed below if the predecessor's
+        // end is still being classified.
         let Ok(json) = serde_json::to_string(&g) else {
             return;
         };
         let key = self.keys.history(g.term);
-        let put = TxnOp::put(key.clone(), json, None);
+        let put = TxnOp::put(key.clone(), json.clone(), None);
         let txn = if own {
             Txn::new().and_then([put])
         } else {
             Txn::new()
-                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                 .and_then([put])
         };
-        if let Err(e) = call!(self, "history write", limit, |c| c.txn(txn)) {
-            tracing::warn!("[{}] could not record grant {}: {e}", self.id(), g.term);
-            return;
+        match call!(self, "history write", limit, |c| c.txn(txn)) {
+            Err(e) => {
+                tracing::warn!("[{}] could not record grant {}: {e}", self.id(), g.term);
+                return;
+            }
+            Ok(r) if !r.succeeded() => return,
+            Ok(_) => {}
+        }
+        if let Some(prev_key) = pending {
+            let mut end = None;
+            for _ in 0..100 {
+                end = match &self.seen.lock().unwrap().ended {
+                    Some((p, _, e)) if p.key == prev_key => *e,
+                    _ => Some(EndKind::Expired),
+                };
+                if end.is_some() {
+                    break;
+                }
+                sleep(Duration::from_millis(20)).await;
+            }
+            g.previous_end = Some(end.unwrap_or(EndKind::Expired));
+            if let Ok(done) = serde_json::to_string(&g) {
+                // Only over what we wrote (the winner may have written its own meanwhile).
+                let txn = Txn::new()
+                    .when([Compare::value(key, CompareOp::Equal, json)])
+                    .and_then([TxnOp::put(self.keys.history(g.term), done, None)]);
+                let _ = call!(self, "history write", limit, |c| c.txn(txn));
+            }
         }
         self.compact_history().await;
     }
@@ -237,28 +266,38 @@ impl Inner {
         )) else {
             return;
         };
-        let n = all.kvs().len();
-        if n <= self.history_limit {
-            return;
-        }
-        let first = all.kvs()[0].key().to_vec();
-        let last_gone = all.kvs()[n - self.history_limit - 1].key().to_vec();
-        let keep_from = all.kvs()[n - self.history_limit].key().to_vec();
-        let Some(floor) = std::str::from_utf8(&last_gone)
-            .ok()
-            .and_then(|k| k.strip_prefix(&self.keys.history))
-            .map(str::to_string)
-        else {
+        // Only crown's own history keys (20 digits), never another key in the range.
+        let terms: Vec<u64> = all
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let t = std::str::from_utf8(kv.key())
+                    .ok()?
+                    .strip_prefix(&self.keys.history)?;
+                (t.len() == 20 && t.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| t.parse().ok())
+                    .flatten()
+            })
+            .collect();
+        let Some(excess) = terms.len().checked_sub(self.history_limit) else {
             return;
         };
-        let txn = Txn::new().and_then([
-            TxnOp::put(self.keys.floor.clone(), floor, None),
-            TxnOp::delete(
-                first,
-                Some(etcd_client::DeleteOptions::new().with_range(keep_from)),
-            ),
-        ]);
-        let _ = call!(self, "history compaction", OP_TIMEOUT, |c| c.txn(txn));
+        // At most 100 deletions per transaction (etcd allows 128 operations).
+        for chunk in terms[..excess].chunks(100) {
+            let floor = format!("{:020}", chunk[chunk.len() - 1]);
+            let mut ops = vec![TxnOp::put(self.keys.floor.clone(), floor, None)];
+            ops.extend(
+                chunk
+                    .iter()
+                    .map(|t| TxnOp::delete(self.keys.history(Term(*t)), None)),
+            );
+            if call!(self, "history compaction", OP_TIMEOUT, |c| c
+                .txn(Txn::new().and_then(ops.clone())))
+            .is_err()
+            {
+                return;
+            }
+        }
     }
 
     /// The highest term compacted out of the history (0 if none).

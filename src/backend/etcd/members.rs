@@ -1,4 +1,4 @@
-//! Member heartbeats: `<prefix>.crown:<election>:members:<id>` = the [`Member`] JSON plus the
+//! Member heartbeats: `<prefix><election>:members:<id>` = the [`Member`] JSON plus the
 //! participant's current session lease (`"session": "<hex>"`), on a member lease of its own.
 //! The session field is what lets others verify that a candidate key is crown's: a key is a
 //! crown participant's only if its value is that participant's id *and* the heartbeat names

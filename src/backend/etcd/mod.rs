@@ -5,9 +5,10 @@
 //! - `N/<lease-id-hex>`: one key per candidate, bound to the candidate's *session lease*; its
 //!   value is the participant id (so `etcdctl elect -l N` prints it). The candidate whose key
 //!   has the lowest create revision leads, exactly as in Go's `concurrency.Election`.
-//! - Everything else crown keeps lives under `<prefix>.crown:<election>:` — outside every
-//!   candidate range `<prefix><name>/` (election names cannot start with `.`, and these keys
-//!   have no `/` after the prefix, so they lie in no election's range at all):
+//! - Everything else crown keeps lives under `N:` — outside every candidate range
+//!   `<prefix><name>/` (election names and ids cannot contain `:` or `/`, so these keys have no
+//!   `/` after the prefix and lie in no election's range at all, and one election's `N:` range
+//!   never holds another's keys); a permission on the prefix `N` covers them all:
 //!   - `…:members:<id>`: the [`Member`] heartbeat JSON (plus the participant's session lease),
 //!     bound to a member lease of the same TTL, so it vanishes when its participant dies;
 //!   - `…:history:<term, 20 digits>`: one [`Grant`] JSON per observed grant (crown's and
@@ -153,7 +154,7 @@ pub(crate) struct Keys {
 impl Keys {
     fn new(prefix: &str, election: &str) -> Keys {
         let name = format!("{prefix}{election}");
-        let aux = format!("{prefix}.crown:{election}:");
+        let aux = format!("{name}:");
         Keys {
             candidates: format!("{name}/"),
             name,
@@ -693,7 +694,7 @@ mod tests {
     fn history_keys_sort_by_term() {
         let k = Keys::new("", "e");
         assert!(k.history(Term(9)) < k.history(Term(10)));
-        assert_eq!(k.history(Term(7)), ".crown:e:history:00000000000000000007");
+        assert_eq!(k.history(Term(7)), "e:history:00000000000000000007");
     }
 
     #[test]
