@@ -624,6 +624,22 @@ fn spawn_in(endpoints: &str, election: &str, id: &str) -> Participant {
     Participant::spawn(&std::env::temp_dir(), id, &a)
 }
 
+fn json_of_in(sub: &str, election: &str, endpoints: &str) -> Value {
+    let (code, out, err) = crown(&[
+        sub,
+        "-o",
+        "json",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        endpoints,
+        "--election",
+        election,
+    ]);
+    assert_eq!(code, 0, "crown {sub} failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 fn status_of(election: &str, endpoints: &str) -> Value {
     let (code, out, err) = crown(&[
         "status",
@@ -713,10 +729,18 @@ fn elections_named_like_auxiliary_keys_run_side_by_side() {
     let e = Etcd::start(1);
     let eps = e.endpoints();
     let names = ["jobs", "jobs-members", "jobs-history", "jobs-released"];
-    let ps: Vec<Participant> = names
-        .iter()
-        .map(|n| spawn_in(&eps, n, &format!("{n}-a")))
-        .collect();
+    // `jobs` first, so its heartbeat and history exist before the others campaign.
+    let mut ps = vec![spawn_in(&eps, "jobs", "jobs-a")];
+    ps[0].wait_for("jobs-a leads", T, became);
+    eventually("jobs-a's heartbeat and grant", T, || {
+        let s = status_of("jobs", &eps);
+        let h = json_of_in("history", "jobs", &eps);
+        (s["members"].as_array().unwrap().len() == 1 && h.as_array().unwrap().len() == 1)
+            .then_some(())
+    });
+    for n in &names[1..] {
+        ps.push(spawn_in(&eps, n, &format!("{n}-a")));
+    }
     for p in &ps {
         p.wait_for("leading its own election", T, became);
     }
