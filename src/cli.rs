@@ -98,7 +98,7 @@ pub enum BackendKind {
     File,
     /// A Kubernetes coordination.k8s.io/v1 Lease (in-cluster config or $KUBECONFIG).
     Kube,
-    /// etcd's own election service (v3election), interoperable with `etcdctl elect`.
+    /// etcd, in the election layout of `etcdctl elect` and Go's concurrency.Election.
     Etcd,
 }
 
