@@ -261,7 +261,7 @@ impl Inner {
 
     /// Returns once `key` was deleted after revision `at`, or the watch failed or went quiet
     /// for [`RECHECK_EVERY`] (the caller reads again either way).
-    async fn wait_deleted(&self, key: &str, at: i64) {
+    async fn wait_deleted(self: &Arc<Self>, key: &str, at: i64) {
         let (idx, mut c) = self.client();
         let opts = WatchOptions::new().with_start_revision(at + 1);
         let mut stream = match timeout(OP_TIMEOUT, c.watch(key, Some(opts))).await {
@@ -280,11 +280,16 @@ impl Inner {
                         sleep(RETRY_PAUSE).await;
                         return;
                     }
-                    if resp
+                    if let Some(e) = resp
                         .events()
                         .iter()
-                        .any(|e| e.event_type() == EventType::Delete)
+                        .find(|e| e.event_type() == EventType::Delete)
                     {
+                        // Whichever watch sees a leader go first records it (the history of
+                        // our grant names it).
+                        if let Some(kv) = e.kv() {
+                            self.observe_delete(kv.key(), kv.mod_revision());
+                        }
                         return;
                     }
                 }

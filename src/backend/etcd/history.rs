@@ -50,7 +50,7 @@ pub(crate) struct Seen {
 
 impl Inner {
     /// Notes the leader read now; returns whether it is a new one.
-    pub(super) fn observe_leader(&self, l: Option<&LeaderKv>) -> bool {
+    pub(super) fn observe_leader(self: &Arc<Self>, l: Option<&LeaderKv>) -> bool {
         let mut s = self.seen.lock().unwrap();
         let Some(l) = l else {
             if s.none_since.is_none() {
@@ -62,9 +62,20 @@ impl Inner {
             s.none_since = None;
             return false;
         }
-        let live = match (&s.ended, s.none_since) {
-            (Some((prev, at, _)), _) if prev.rev < l.rev => Some(*at),
-            (_, Some(at)) => Some(at),
+        let live = match (&s.ended, s.none_since, &s.leader) {
+            // Its predecessor's deletion made it leader.
+            (Some((prev, at, _)), _, None) if prev.rev < l.rev => Some(*at),
+            // It appeared after we had seen no leader: now is as close as we can tell.
+            (_, Some(_), _) => Some(Timestamp::now()),
+            // It replaced the leader we knew, whose deletion our watch has not reported yet:
+            // that one ended now, as far as we can tell.
+            (_, _, Some(prev)) if prev.rev < l.rev => {
+                let prev = prev.clone();
+                let now = Timestamp::now();
+                s.ended = Some((prev.clone(), now, None));
+                self.classify_in_background(prev);
+                Some(now)
+            }
             _ => None,
         };
         s.leader = Some(l.clone());
@@ -89,6 +100,10 @@ impl Inner {
                 _ => return,
             }
         };
+        self.classify_in_background(prev);
+    }
+
+    fn classify_in_background(self: &Arc<Self>, prev: LeaderKv) {
         let inner = self.clone();
         tokio::spawn(async move {
             let end = inner.classify_end(&prev).await;

@@ -434,7 +434,13 @@ impl EtcdBackend {
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(OP_TIMEOUT);
-        match timeout_call!(self.inner, limit, |c| c.lease_keep_alive(lease)) {
+        // The keep-alive and the read of our key at once: one round trip, not two (a slow link
+        // keeps its leader longer). Either failing is a failed renewal.
+        let (alive, got) = tokio::join!(
+            async { timeout_call!(self.inner, limit, |c| c.lease_keep_alive(lease)) },
+            async { call!(self.inner, "read", limit, |c| c.get(key.clone(), None)) }
+        );
+        match alive {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if connection::lease_gone(&e) => return Ok(Outcome::Lost { leader: None }),
             Ok(Err(e)) => return Err(connection::etcd_err("lease keep-alive", e)),
@@ -445,12 +451,7 @@ impl EtcdBackend {
                 )));
             }
         }
-        let limit = req
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(OP_TIMEOUT);
-        let got = call!(self.inner, "read", limit, |c| c.get(key, None))?;
-        match got.kvs().first() {
+        match got?.kvs().first() {
             Some(kv) if kv.create_revision() == rev && kv.lease() == lease => {
                 Ok(Outcome::Renewed { term })
             }
@@ -466,7 +467,10 @@ impl Inner {
 
     /// The candidate key with the lowest create revision: the leader.
     /// Also says whether it is another key than the last one read.
-    async fn read_leader(&self, limit: Duration) -> Result<(Option<LeaderKv>, bool), BackendError> {
+    async fn read_leader(
+        self: &Arc<Self>,
+        limit: Duration,
+    ) -> Result<(Option<LeaderKv>, bool), BackendError> {
         let got = call!(self, "read", limit, |c| c.get(
             self.keys.candidates.clone(),
             Some(
