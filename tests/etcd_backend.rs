@@ -1005,3 +1005,67 @@ fn go_concurrency_election_and_crown_exclude_each_other_both_ways() {
     assert_eq!(s["leader"]["id"], "go-3");
     assert_eq!(s["leader"]["pid"], Value::Null);
 }
+
+/// Issue 15 item 2: `--etcd-history-limit N` keeps the last N grants and records the highest
+/// compacted term as the floor.
+#[test]
+fn history_keeps_the_last_n_grants_and_a_floor() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let spawn_l = |id: &str| {
+        let mut a = args(&eps);
+        a.extend(["--etcd-history-limit".to_string(), "3".to_string()]);
+        Participant::spawn(&std::env::temp_dir(), id, &a)
+    };
+    let mut cur = spawn_l("x0");
+    let mut terms = vec![leader_term(&cur)];
+    for i in 1..5 {
+        let next = spawn_l(&format!("x{i}"));
+        next.wait_for("following", T, |l| l.event() == "follower");
+        cur.signal(Signal::SIGTERM);
+        assert_eq!(cur.wait_exit(T), Some(0));
+        terms.push(next.wait_for("takes over", T, became).term().unwrap());
+        cur = next;
+    }
+    let h = eventually("three grants kept", T, || {
+        let h = json_of("history", &eps);
+        let got: Vec<u64> = h
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["term"].as_u64().unwrap())
+            .collect();
+        (got == terms[2..]).then_some(h)
+    });
+    assert_eq!(h[0]["previous_holder"], "x1", "{h}");
+    let floor = e.etcdctl(&["get", "--print-value-only", "crown:floor"]);
+    assert_eq!(floor.trim(), format!("{:020}", terms[1]));
+}
+
+/// Issue 15 item 6: cut off from its only etcd member, a participant logs one line when the
+/// trouble starts, not one per attempt.
+#[test]
+fn warnings_while_cut_off_are_rate_limited() {
+    let mut e = Etcd::start(1);
+    let eps = e.endpoints();
+    let a = spawn(&eps, "a");
+    let term = leader_term(&a);
+    e.kill(0);
+    a.wait_for("stepping down", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(term)
+    });
+    let from = Instant::now() + Duration::from_secs(2);
+    std::thread::sleep(Duration::from_secs(12));
+    let warns: Vec<String> = a
+        .lines()
+        .iter()
+        .filter(|l| l.at > from && l.json["level"] == "WARN")
+        .map(|l| l.message().to_string())
+        .collect();
+    assert!(
+        warns.len() <= 2,
+        "{} warnings in 10 s while cut off:\n{}",
+        warns.len(),
+        warns.join("\n")
+    );
+}
