@@ -1069,3 +1069,64 @@ fn warnings_while_cut_off_are_rate_limited() {
         warns.join("\n")
     );
 }
+
+/// Issue 15 item 3: a leader whose session lease is revoked (by an operator, `etcdctl lease
+/// revoke`) is recorded as `revoked`, not `expired` or `released`.
+#[test]
+fn a_revoked_session_is_recorded_as_revoked() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let slow = |id: &str| {
+        let mut a: Vec<String> = ["--backend", "etcd", "--endpoints", &eps]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(
+            [
+                "--lease-duration",
+                "6s",
+                "--renew-deadline",
+                "4s",
+                "--retry-period",
+                "1s",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        Participant::spawn(&std::env::temp_dir(), id, &a)
+    };
+    let a = slow("a");
+    let ta = leader_term(&a);
+    let b = slow("b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(ta)
+    });
+    // b has read a's lease TTL at least once since (it does every retry period).
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = e.etcdctl(&[
+        "get",
+        "--prefix",
+        "crown/",
+        "--sort-by=CREATE",
+        "--order=ASCEND",
+        "--limit=1",
+        "-w",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let lease = format!("{:x}", v["kvs"][0]["lease"].as_i64().unwrap());
+    let _ = e.etcdctl(&["lease", "revoke", &lease]);
+    let tb = b
+        .wait_for("b takes over", T, |l| became(l) && l.term() > Some(ta))
+        .term()
+        .unwrap();
+    let h = eventually("b's grant with a's end", T, || {
+        let h = json_of("history", &eps);
+        let last = h.as_array().unwrap().last().cloned()?;
+        (last["term"].as_u64() == Some(tb) && !last["previous_end"].is_null()).then_some(h)
+    });
+    let n = h.as_array().unwrap().len();
+    assert_eq!(h[n - 1]["previous_holder"], "a", "{h}");
+    assert_eq!(h[n - 1]["previous_end"], "revoked", "{h}");
+    assert_eq!(h[n - 2]["ended"], "revoked", "{h}");
+}
