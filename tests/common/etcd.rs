@@ -672,7 +672,7 @@ impl Drop for Proxy {
 
 fn pump(
     mut from: TcpStream,
-    mut to: TcpStream,
+    to: TcpStream,
     blocked: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
     delay: Arc<AtomicU64>,
@@ -706,17 +706,12 @@ fn pump(
             Ok(0) => break,
             Ok(n) => {
                 let d = delay.load(Ordering::SeqCst);
-                if d == 0 {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                // base ± half of it, uniformly (xorshift).
+                // base ± half of it, uniformly (xorshift); undelayed chunks still queue behind
+                // delayed ones (a heal must not reorder the stream).
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let ms = d / 2 + seed % (d + 1);
+                let ms = if d == 0 { 0 } else { d / 2 + seed % (d + 1) };
                 let at = (Instant::now() + Duration::from_millis(ms)).max(last_release);
                 last_release = at;
                 if tx.send((at, buf[..n].to_vec())).is_err() {
