@@ -30,7 +30,7 @@ Usage: scripts/bench-etcd.py [--runs 100] [--graceful-runs N] [--crash-runs N] [
                              [--json PATH]
        (--graceful-runs, --crash-runs and --ctl-runs default to --runs)
 """
-import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, threading, time
 
 from benchlib import ETCD_LOCAL, ROOT, Samples, start_etcd, stop_etcd, ts
 
@@ -280,6 +280,7 @@ def raft_leader_cycle(tool, binary, tmp):
                 p.proc.kill()
             p.proc.wait()
         subprocess.run([ETCD_LOCAL, "stop", "--dir", d], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)  # 3 members' data: a few hundred MB per cycle
 
 
 def bench_raft(tool, binary, runs, tmp):
@@ -363,6 +364,7 @@ def main():
             out.add("crown, same fault: kill → BECAME LEADER (etcd's lease TTL + extension)", "crown",
                     "raft-leader-total", "5s/4s/1s", ck, note=note)
             gd, gk = bench_raft("go", gobin, a.raft_runs, tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
             out.add("Go concurrency.Election, same fault: key deleted → Campaign returns", "go-concurrency",
                     "raft-leader", "TTL 5s", gd, note=note)
             out.add("Go concurrency.Election, same fault: kill → Campaign returns", "go-concurrency",
