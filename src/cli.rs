@@ -330,7 +330,7 @@ pub enum BackendKind {
     File,
     /// A Kubernetes coordination.k8s.io/v1 Lease (in-cluster config or $KUBECONFIG).
     Kube,
-    /// etcd's own election service (v3election), interoperable with `etcdctl elect`.
+    /// etcd, in the election layout of `etcdctl elect` and Go's concurrency.Election.
     Etcd,
 }
 
@@ -394,6 +394,9 @@ pub struct EtcdArgs {
     /// etcd user name; the password is read from $ETCD_PASSWORD (never a flag).
     #[arg(long, env = "ETCD_USER")]
     pub user: Option<String>,
+    /// How many grants the etcd history keeps; older ones are compacted.
+    #[arg(long, env = "CROWN_ETCD_HISTORY_LIMIT", default_value_t = crate::backend::etcd::HISTORY_LIMIT as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub etcd_history_limit: u32,
 }
 
 impl EtcdArgs {
@@ -465,6 +468,12 @@ impl EtcdArgs {
         }
         if let Some(u) = &self.user {
             v.extend(["--user".to_string(), u.clone()]);
+        }
+        if self.etcd_history_limit != 0 {
+            v.extend([
+                "--etcd-history-limit".to_string(),
+                self.etcd_history_limit.to_string(),
+            ]);
         }
         v
     }

@@ -121,6 +121,10 @@ pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
         key: args.etcd.key.clone(),
         user: args.etcd.user.clone().zip(password),
         wait: args.wait_for_backend,
+        history_limit: match args.etcd.etcd_history_limit {
+            0 => crate::backend::etcd::HISTORY_LIMIT,
+            n => n as usize,
+        },
     })
 }
 
@@ -446,6 +450,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(cfg.retry_period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Failing since, last line logged, failures since: one line when it starts, a
+            // summary a minute while it lasts, one when it is over.
+            let mut failing: Option<(tokio::time::Instant, tokio::time::Instant, u64)> = None;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -458,8 +465,33 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                     started_at,
                     stamp.clone(),
                 );
-                if let Err(e) = backend.publish_member(&m).await {
-                    tracing::warn!("[{}] heartbeat failed: {e}", me.id);
+                let now = tokio::time::Instant::now();
+                match (backend.publish_member(&m).await, &mut failing) {
+                    (Err(e), None) => {
+                        failing = Some((now, now, 0));
+                        tracing::warn!("[{}] heartbeat failed: {e}", me.id);
+                    }
+                    (Err(e), Some((since, last, n))) => {
+                        *n += 1;
+                        if now.duration_since(*last) >= std::time::Duration::from_secs(60) {
+                            tracing::warn!(
+                                "[{}] heartbeats failing for {} s ({n} more; last: {e})",
+                                me.id,
+                                now.duration_since(*since).as_secs()
+                            );
+                            *last = now;
+                            *n = 0;
+                        }
+                    }
+                    (Ok(()), Some((since, _, n))) => {
+                        tracing::info!(
+                            "[{}] heartbeat published again after {} ms ({n} more failures)",
+                            me.id,
+                            now.duration_since(*since).as_millis()
+                        );
+                        failing = None;
+                    }
+                    (Ok(()), None) => {}
                 }
             }
         })

@@ -157,6 +157,8 @@ enum Kind {
     Sigterm,
     Cut,
     MemberKill,
+    RaftLeaderKill,
+    Delay,
     Quorum,
     ApiserverRestart,
     Intruder,
@@ -170,6 +172,10 @@ impl Kind {
             Kind::Sigterm => "SIGTERM leader (graceful)",
             Kind::Cut => "cut leader's link to the backend, heal",
             Kind::MemberKill => "kill -9 one etcd member, restart",
+            Kind::RaftLeaderKill => {
+                "kill -9 etcd's raft leader (half the time the crowns' member), restart"
+            }
+            Kind::Delay => "delay the leader's link to etcd by 200 ms ± 100 ms, heal",
             Kind::Quorum => "kill 2 of 3 etcd members, restore",
             Kind::ApiserverRestart => "kube-apiserver stopped (SIGTERM or kill -9), restarted",
             Kind::Intruder => "an unrelated process holds fds on / tries flock on every file",
@@ -271,6 +277,8 @@ impl World {
                 Kind::Sigterm,
                 Kind::Cut,
                 Kind::MemberKill,
+                Kind::RaftLeaderKill,
+                Kind::Delay,
                 Kind::Quorum,
             ],
             Server::Kube(_) => vec![
@@ -609,6 +617,34 @@ impl World {
                 e.restart(m);
                 let eps = e.endpoints();
                 e.wait_healthy(&eps, RECOVER);
+            }
+            Kind::RaftLeaderKill => {
+                // Half the time, first make the member the crowns talk to (their first
+                // endpoint) the raft leader, so both die together.
+                let place = self.rand(2) == 0;
+                let hold = 500 + self.rand(1500);
+                let Server::Etcd(e) = &mut self.server else {
+                    unreachable!()
+                };
+                if place {
+                    e.move_leader(0);
+                }
+                let r = e.raft_leader();
+                e.kill(r);
+                std::thread::sleep(Duration::from_millis(hold));
+                e.restart(r);
+                let eps = e.endpoints();
+                e.wait_healthy(&eps, RECOVER);
+            }
+            Kind::Delay => {
+                let hold = 2000 + self.rand(3000);
+                for p in &self.members[l].proxies {
+                    p.delay(200);
+                }
+                std::thread::sleep(Duration::from_millis(hold));
+                for p in &self.members[l].proxies {
+                    p.heal();
+                }
             }
             Kind::Quorum => {
                 let keep = self.rand(3) as usize;

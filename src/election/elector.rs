@@ -132,6 +132,8 @@ struct Ctx {
     status: watch::Sender<Status>,
     commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
+    /// Backend errors while following: since when, the last line logged, how many since.
+    follow_errors: Option<(Instant, Instant, u64)>,
 }
 
 impl Elector {
@@ -173,6 +175,7 @@ impl Elector {
             status: stx,
             commands: rx_cmd,
             shutdown,
+            follow_errors: None,
         };
         let backend = self.backend.clone();
         let hook = self.before_release.clone();
@@ -255,6 +258,12 @@ impl Elector {
             _ = ctx.shutdown.cancelled() => return State::Done,
         };
         let mut wait = self.cfg.retry_period;
+        if result.is_ok()
+            && let Some((since, _, n)) = ctx.follow_errors.take()
+        {
+            tracing::info!(id = %self.me.id, "[{}] backend answers again after {} ms ({n} more errors)",
+                self.me.id, since.elapsed().as_millis());
+        }
         match result {
             Ok(Outcome::Acquired { term, .. }) => {
                 *ctx.held.lock().expect("held lock") =
@@ -316,7 +325,24 @@ impl Elector {
                 return State::Done;
             }
             Err(e) => {
-                tracing::warn!(id = %self.me.id, error = %e, "[{}] backend error while following: {e}", self.me.id);
+                // One line when errors start, then one summary a minute while they last.
+                let now = Instant::now();
+                match &mut ctx.follow_errors {
+                    None => {
+                        ctx.follow_errors = Some((now, now, 0));
+                        tracing::warn!(id = %self.me.id, error = %e, "[{}] backend error while following: {e}", self.me.id);
+                    }
+                    Some((since, last, n)) => {
+                        *n += 1;
+                        if now.duration_since(*last) >= Duration::from_secs(60) {
+                            tracing::warn!(id = %self.me.id, error = %e,
+                                "[{}] backend errors while following for {} s ({} more; last: {e})",
+                                self.me.id, now.duration_since(*since).as_secs(), n);
+                            *last = now;
+                            *n = 0;
+                        }
+                    }
+                }
             }
         }
         if let Some(t) = hold_off_until {

@@ -156,6 +156,8 @@ pub enum EndKind {
     HolderDied,
     /// The lease record was unreadable and was replaced after the lease duration.
     Corrupt,
+    /// The holder's session was revoked (etcd: its lease ended long before it could expire).
+    Revoked,
 }
 
 impl fmt::Display for EndKind {
@@ -165,6 +167,7 @@ impl fmt::Display for EndKind {
             EndKind::Expired => "expired",
             EndKind::HolderDied => "holder died",
             EndKind::Corrupt => "corrupt record replaced",
+            EndKind::Revoked => "revoked",
         })
     }
 }
@@ -210,7 +213,8 @@ impl LeaseRecord {
             term: self.term,
             pid: (self.pid != 0).then_some(self.pid),
             host: (!self.host.is_empty()).then(|| self.host.clone()),
-            since: Some(self.acquired_at),
+            // The Unix epoch stands for "unknown" (a backend that cannot tell).
+            since: (self.acquired_at != Timestamp::UNIX_EPOCH).then_some(self.acquired_at),
         })
     }
 }
