@@ -152,6 +152,7 @@ mod tests {
             last_heartbeat: Timestamp::UNIX_EPOCH,
             started_at: Timestamp::UNIX_EPOCH,
             version: "1".into(),
+            process: None,
         }
     }
 
