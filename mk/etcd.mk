@@ -12,7 +12,7 @@ etcd-down: ## stop it
 	scripts/etcd-local.sh stop --dir $(ETCD_DIR)
 
 demo-etcd: build etcd-up ## the demo and dashboard on etcd's election service (kill -9 takeovers wait for the session TTL)
-	$(BIN) demo -n $(DEMO_N) --backend etcd --endpoints $$(cat $(ETCD_DIR)/endpoints) --dir .demo/etcd-run $(DEMO_TIMINGS) $(DEMO_FLAGS); \
+	$(BIN) demo -p $(DEMO_N) --backend etcd --endpoints $$(cat $(ETCD_DIR)/endpoints) --dir .demo/etcd-run $(DEMO_TIMINGS) $(DEMO_FLAGS); \
 		rc=$$?; scripts/etcd-local.sh stop --dir $(ETCD_DIR); exit $$rc
 
 bench-etcd: build ## crown's etcd handoff/failover beside etcdctl elect, p50/p99 over 50 cycles

@@ -17,7 +17,7 @@ DEMO_ABS_DIR = $(abspath $(DEMO_DIR))
 .PHONY: demo demo-parallel kill-demo
 
 demo: ## N participants and the live dashboard; headless (log lines) without a terminal
-	$(CARGO) run --release -- demo -n $(DEMO_N) --dir $(DEMO_DIR) $(DEMO_TIMINGS) $(DEMO_FLAGS)
+	$(CARGO) run --release -- demo -p $(DEMO_N) --dir $(DEMO_DIR) $(DEMO_TIMINGS) $(DEMO_FLAGS)
 
 demo-parallel: ## tmux session: dashboard pane on top, one `crown run` pane per participant
 	@command -v tmux >/dev/null || { echo "install tmux: apt-get install -y tmux" >&2; exit 1; }

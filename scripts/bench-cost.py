@@ -107,6 +107,8 @@ class Crown:
         self.id = ident
         self.events = []  # (arrival monotonic, json)
         self.cv = threading.Condition()
+        # Heartbeats (leader_heartbeat) are DEBUG lines.
+        env = dict(os.environ if env is None else env, CROWN_LOG="info,crown=debug")
         self.proc = subprocess.Popen(
             [binary, "run", *backend_args, "--election", election, "--id", ident, "--log-format", "json", *timings],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)

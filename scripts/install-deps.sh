@@ -41,6 +41,8 @@ matplotlib_ok() {
     { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1; }
 }
 if ((bench)) && ! matplotlib_ok; then need+=(python3-matplotlib); fi
+# tests/conventions.rs renders `crown man` with `man -l`.
+if ((tests)) && ! have man; then need+=(man-db); fi
 
 if ((${#need[@]})); then
   echo "install-deps: installing ${need[*]}"

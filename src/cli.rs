@@ -6,9 +6,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Logging, for `--help`.
+pub const LOG_HELP: &str = "Logs go to stderr. RUST_LOG sets the filter (CROWN_LOG too, and wins \
+when both are set), e.g. RUST_LOG=crown=debug to see every leader heartbeat. Default: crown's \
+role changes (INFO) and libraries' warnings; status and history print only their result or one \
+error line.";
+
 /// crown: leader election you can watch.
 #[derive(Debug, Parser)]
-#[command(name = "crown", version, about, long_about = None, propagate_version = true)]
+#[command(name = "crown", version, about, long_about = None, propagate_version = true, after_help = LOG_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -52,11 +58,184 @@ impl KubeArgs {
     }
 }
 
+/// The one-shot commands: they give up on an unanswering backend after `--timeout`.
+pub const ONE_SHOT: [&str; 2] = ["status", "history"];
+
+/// The command line as the binary parses it: the derive, with `--wait-for-backend` of the
+/// one-shot commands presented as `--timeout` (default 3 s, like `kubectl --request-timeout`;
+/// the old name stays as a hidden alias). The argument id is unchanged, so the value still
+/// lands in [`BackendArgs::wait_for_backend`].
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    for name in ONE_SHOT {
+        cmd = cmd.mut_subcommand(name, |c| {
+            c.mut_arg("wait_for_backend", |a| {
+                a.long("timeout")
+                    .alias("wait-for-backend")
+                    .value_name("DURATION")
+                    .env("CROWN_TIMEOUT")
+                    .default_value("3s")
+                    .help(
+                        "Give up (exit code 4, one line) when the backend does not answer within \
+                         this long: connecting, and then reading",
+                    )
+            })
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`] (exits 2 with clap's message on bad
+/// flags), then applies the `ETCDCTL_*` fallbacks (see [`EtcdArgs::apply_etcdctl_env`]).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    let mut cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit());
+    if let Some((_, sub)) = matches.subcommand() {
+        let etcd = match &mut cli.command {
+            Command::Run(a) => Some(&mut a.backend.etcd),
+            Command::Status(a) | Command::History(a) => Some(&mut a.backend.etcd),
+            Command::Tui(a) => Some(&mut a.backend.etcd),
+            Command::Demo(a) => Some(&mut a.etcd),
+            Command::ExecGuard(_) | Command::Completions { .. } | Command::Man => None,
+        };
+        if let Some(etcd) = etcd
+            && let Err(msg) = etcd.apply_etcdctl_env(sub, |k| std::env::var(k).ok())
+        {
+            command()
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+                .exit();
+        }
+        if let Command::Demo(_) = cli.command
+            && demo_used_dash_n(std::env::args().skip_while(|a| a != "demo"))
+        {
+            eprintln!(
+                "crown: warning: `crown demo -n` is deprecated and will be removed: use -p/--participants (-n is the namespace everywhere else)"
+            );
+        }
+    }
+    cli
+}
+
+/// Whether `crown demo` arguments name the participant count with the old `-n`.
+fn demo_used_dash_n(args: impl Iterator<Item = String>) -> bool {
+    args.into_iter().any(|a| {
+        a == "-n"
+            || a.strip_prefix("-n")
+                .is_some_and(|v| v.trim_start_matches('=').parse::<u16>().is_ok())
+    })
+}
+
+/// Parses a listen address: `HOST:PORT` where HOST is an IP address (`[::1]` for IPv6) or a
+/// name resolved now (`localhost`; the first IPv4 address if it has one), or `:PORT` for all
+/// interfaces (0.0.0.0).
+pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let bad = |why: &str| {
+        format!("invalid listen address {s:?}: {why} (e.g. :4040, 127.0.0.1:4040, localhost:4040)")
+    };
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad("not a port number"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    port.parse::<u16>().map_err(|_| bad("not a port number"))?;
+    if host.is_empty()
+        || host.len() > 253
+        || host.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(bad("not a host name"));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad(&format!("{host} has no address")))
+}
+
+/// The man page (roff): the top-level page, then one section per visible subcommand with its
+/// synopsis, description and options, then the environment that sets the log filter.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut cmd = command();
+    cmd.build();
+    let top = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    top.render_title(&mut out)?;
+    top.render_name_section(&mut out)?;
+    top.render_synopsis_section(&mut out)?;
+    top.render_description_section(&mut out)?;
+    top.render_options_section(&mut out)?;
+    let mut subs: Vec<&clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .collect();
+    subs.sort_by_key(|s| s.get_display_order());
+    for sub in subs {
+        let name = format!("crown {}", sub.get_name());
+        out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        let man = clap_mangen::Man::new(sub.clone().bin_name(&name));
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        man.render_description_section(&mut part)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            man.render_options_section(&mut part)?;
+        }
+        // The subcommand's own sections become subsections of its section.
+        let part = String::from_utf8_lossy(&part).replace("\n.SH ", "\n.SS ");
+        let part = part
+            .strip_prefix(".SH ")
+            .map_or(part.clone(), |p| format!(".SS {p}"));
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(b".SH ENVIRONMENT\n");
+    roff_paragraph(&mut out, LOG_HELP);
+    roff_paragraph(
+        &mut out,
+        "Every flag that a deployment sets has a variable, named in its description \
+         (CROWN_*, POD_NAME, ETCD_*; ETCDCTL_* as fallbacks for the etcd flags).",
+    );
+    out.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+    roff_paragraph(
+        &mut out,
+        "0 success; 1 internal error; 2 bad flags; 3 invalid configuration; 4 backend \
+         unavailable; 5 corrupt stored state; 6 leadership lost with --on-loss exit; 7 the \
+         backend denied a verb (Kubernetes RBAC); 8 not leader within --wait; with a child and \
+         --on-child-exit exit, the child's code.",
+    );
+    Ok(out)
+}
+
+/// One roff paragraph of plain text (a leading `.` or `'` escaped; backslashes doubled).
+fn roff_paragraph(out: &mut Vec<u8>, text: &str) {
+    let text = text.replace('\\', "\\e");
+    out.extend_from_slice(b".PP\n");
+    for line in text.split('\n') {
+        if line.starts_with('.') || line.starts_with('\'') {
+            out.extend_from_slice(b"\\&");
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Campaign for leadership and log every change (SIGTERM/SIGINT/SIGHUP release and exit 0;
     /// SIGUSR1 resigns).
+    #[command(after_help = LOG_HELP)]
     Run(RunArgs),
     /// Print the current leader and members once.
     Status(StatusArgs),
@@ -68,6 +247,16 @@ pub enum Command {
     /// Start N local participants and watch them in the dashboard; without a terminal, print
     /// their logs and the dashboard's events instead. Its participants stop with it.
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `crown completions bash >
+    /// /etc/bash_completion.d/crown`, or `source <(crown completions zsh)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (e.g. `crown man | man -l -`, or `crown man >
+    /// /usr/local/share/man/man1/crown.1`).
+    Man,
     /// Internal: runs CMD so that it dies with crown (see `crown::sidecar::child`).
     #[command(name = "__exec-guard", hide = true)]
     ExecGuard(ExecGuardArgs),
@@ -79,6 +268,9 @@ pub struct ExecGuardArgs {
     /// The crown process that must be our parent.
     #[arg(long)]
     pub parent_pid: i32,
+    /// The soft open-file limit to restore before exec (crown raised its own).
+    #[arg(long)]
+    pub nofile: Option<u64>,
     /// The command to exec.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -87,7 +279,8 @@ pub struct ExecGuardArgs {
 /// What to do when the child exits on its own while we lead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnChildExit {
-    /// Release the lease and exit crown with the child's exit code (like `consul lock`).
+    /// Release the lease and exit crown with the child's own exit code (128 + signal if
+    /// killed).
     Exit,
     /// Release the lease and stay a follower (may lead again later).
     Resign,
@@ -120,8 +313,9 @@ pub struct SidecarArgs {
     /// shutdown): recampaign, or exit with code 6.
     #[arg(long, value_enum, default_value_t = OnLoss::Recampaign, env = "CROWN_ON_LOSS")]
     pub on_loss: OnLoss,
-    /// Serve GET /leader, /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:4040).
-    #[arg(long, value_name = "ADDR", env = "CROWN_HTTP")]
+    /// Serve GET /leader, /healthz, /readyz and /metrics on this address: HOST:PORT
+    /// (127.0.0.1:4040, localhost:4040, [::1]:4040) or :PORT for all interfaces.
+    #[arg(long, value_name = "ADDR", env = "CROWN_HTTP", value_parser = parse_listen_addr)]
     pub http: Option<std::net::SocketAddr>,
     /// POST {"leader", "id", "term", "election"} here on every change of our role
     /// (in order, retried with backoff).
@@ -136,7 +330,7 @@ pub enum BackendKind {
     File,
     /// A Kubernetes coordination.k8s.io/v1 Lease (in-cluster config or $KUBECONFIG).
     Kube,
-    /// etcd's own election service (v3election), interoperable with `etcdctl elect`.
+    /// etcd, in the election layout of `etcdctl elect` and Go's concurrency.Election.
     Etcd,
 }
 
@@ -146,8 +340,9 @@ pub struct BackendArgs {
     /// Backend that holds the lease.
     #[arg(long, value_enum, default_value_t = BackendKind::File, env = "CROWN_BACKEND")]
     pub backend: BackendKind,
-    /// Directory of the file backend.
-    #[arg(long, env = "CROWN_DIR", default_value_os_t = default_dir())]
+    /// Directory of the file backend: private to you, or a group share (setgid, mode 2770)
+    /// [default: $XDG_RUNTIME_DIR/crown, else $TMPDIR/crown-<uid>].
+    #[arg(long, env = "CROWN_DIR", default_value_os_t = default_dir(), hide_default_value = true)]
     pub dir: PathBuf,
     /// Election name: participants with the same name compete for one lease.
     #[arg(long, short = 'e', env = "CROWN_ELECTION", default_value = "crown")]
@@ -199,9 +394,60 @@ pub struct EtcdArgs {
     /// etcd user name; the password is read from $ETCD_PASSWORD (never a flag).
     #[arg(long, env = "ETCD_USER")]
     pub user: Option<String>,
+    /// How many grants the etcd history keeps; older ones are compacted.
+    #[arg(long, env = "CROWN_ETCD_HISTORY_LIMIT", default_value_t = crate::backend::etcd::HISTORY_LIMIT as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub etcd_history_limit: u32,
 }
 
 impl EtcdArgs {
+    /// etcdctl's variables as fallbacks for the flags and crown's own variables, as `etcdctl`
+    /// users expect: `ETCDCTL_ENDPOINTS`, `ETCDCTL_CACERT`, `ETCDCTL_CERT`, `ETCDCTL_KEY`,
+    /// `ETCDCTL_USER` (a name; etcdctl's `name:password` form is refused: the password comes
+    /// only from `$ETCD_PASSWORD` or `$ETCDCTL_PASSWORD`). A flag or a crown variable wins.
+    pub fn apply_etcdctl_env(
+        &mut self,
+        m: &clap::ArgMatches,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        use clap::parser::ValueSource;
+        let unset = |id: &str| {
+            !matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let no_endpoints = self.endpoints.iter().all(|e| e.trim().is_empty());
+        if (unset("endpoints") || no_endpoints)
+            && let Some(v) = get("ETCDCTL_ENDPOINTS")
+        {
+            self.endpoints = v.split(',').map(|e| e.trim().to_string()).collect();
+        }
+        for (id, name, slot) in [
+            ("cacert", "ETCDCTL_CACERT", &mut self.cacert),
+            ("cert", "ETCDCTL_CERT", &mut self.cert),
+            ("key", "ETCDCTL_KEY", &mut self.key),
+        ] {
+            if unset(id)
+                && let Some(v) = get(name)
+            {
+                *slot = Some(PathBuf::from(v));
+            }
+        }
+        if unset("user")
+            && let Some(v) = get("ETCDCTL_USER")
+        {
+            if v.contains(':') {
+                return Err("ETCDCTL_USER holds a password (name:password): crown takes the password only from $ETCD_PASSWORD or $ETCDCTL_PASSWORD".into());
+            }
+            self.user = Some(v);
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("a client certificate needs both --cert and --key (or ETCDCTL_CERT and ETCDCTL_KEY)".into());
+        }
+        Ok(())
+    }
+
     /// The same connection as flags for a child `crown run` (the password stays in the
     /// environment).
     pub fn to_flags(&self) -> Vec<String> {
@@ -222,6 +468,12 @@ impl EtcdArgs {
         }
         if let Some(u) = &self.user {
             v.extend(["--user".to_string(), u.clone()]);
+        }
+        if self.etcd_history_limit != 0 {
+            v.extend([
+                "--etcd-history-limit".to_string(),
+                self.etcd_history_limit.to_string(),
+            ]);
         }
         v
     }
@@ -263,9 +515,19 @@ impl BackendArgs {
     }
 }
 
-/// The default directory of the file backend: `$TMPDIR/crown`.
+/// The default directory of the file backend, private to the user: `$XDG_RUNTIME_DIR/crown`
+/// when `$XDG_RUNTIME_DIR` is an absolute directory we own, else `$TMPDIR/crown-<uid>` (created
+/// 0700 and verified: a directory another user planted there is refused, never used).
 pub fn default_dir() -> PathBuf {
-    std::env::temp_dir().join("crown")
+    use std::os::unix::fs::MetadataExt;
+    let euid = rustix::process::geteuid().as_raw();
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && x.is_absolute()
+        && std::fs::metadata(&x).is_ok_and(|m| m.is_dir() && m.uid() == euid)
+    {
+        return x.join("crown");
+    }
+    std::env::temp_dir().join(format!("crown-{euid}"))
 }
 
 /// Election timings; see `crown::election::Config` for the rule.
@@ -304,8 +566,12 @@ pub enum LogFormat {
 pub enum OutputFormat {
     /// A table.
     Text,
+    /// A table with more columns (pid, host; previous holder).
+    Wide,
     /// JSON (a stable interface).
     Json,
+    /// YAML (the same fields as JSON).
+    Yaml,
 }
 
 /// `crown run`.
@@ -324,6 +590,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CROWN_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Give up if not leader within this long, with exit code 8 (like `flock -w` or `consul
+    /// lock -timeout`); `0` tries once [default: wait forever].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", env = "CROWN_WAIT")]
+    pub wait: Option<Duration>,
     /// Check the flags and configuration, print them, and exit (0 if valid) without touching
     /// the backend. Used to validate container args.
     #[arg(long)]
@@ -372,7 +642,7 @@ pub struct TuiArgs {
 #[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
     /// How many participants to start (p1…pN).
-    #[arg(long = "participants", short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=26))]
+    #[arg(long = "participants", short = 'p', short_alias = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=26))]
     pub participants: u16,
     /// Backend that holds the lease: file, or etcd (participants run locally either way).
     #[arg(long, value_enum, default_value_t = BackendKind::File)]
@@ -380,8 +650,9 @@ pub struct DemoArgs {
     /// etcd connection flags (etcd backend).
     #[command(flatten)]
     pub etcd: EtcdArgs,
-    /// Directory of the file backend; participants' logs go there too (`<id>.log`).
-    #[arg(long, default_value_os_t = default_dir())]
+    /// Directory of the file backend; participants' logs go there too (`<id>.log`)
+    /// [default: $XDG_RUNTIME_DIR/crown, else $TMPDIR/crown-<uid>].
+    #[arg(long, default_value_os_t = default_dir(), hide_default_value = true)]
     pub dir: PathBuf,
     /// Election name.
     #[arg(long, short = 'e', default_value = "crown")]
@@ -486,6 +757,7 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
@@ -530,6 +802,91 @@ mod tests {
             parse_positive_duration("1ms").unwrap(),
             Duration::from_millis(1)
         );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let a = |s: &str| parse_listen_addr(s).map(|a| a.to_string());
+        assert_eq!(a(":4040").unwrap(), "0.0.0.0:4040");
+        assert_eq!(a("127.0.0.1:4040").unwrap(), "127.0.0.1:4040");
+        assert_eq!(a("[::1]:4040").unwrap(), "[::1]:4040");
+        assert_eq!(a("localhost:4040").unwrap(), "127.0.0.1:4040");
+        for bad in [
+            ":",
+            ":http",
+            ":70000",
+            "localhost",
+            "localhost:",
+            "4040",
+            "a b:1",
+            "\u{1b}:1",
+        ] {
+            assert!(
+                a(bad).unwrap_err().contains("invalid listen address"),
+                "{bad}"
+            );
+        }
+    }
+
+    fn etcd_matches(args: &[&str]) -> (EtcdArgs, clap::ArgMatches) {
+        use clap::FromArgMatches;
+        let m =
+            command().get_matches_from(["crown", "status", "--backend", "etcd"].iter().chain(args));
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        let Command::Status(a) = cli.command else {
+            unreachable!()
+        };
+        (a.backend.etcd, m.subcommand().unwrap().1.clone())
+    }
+
+    #[test]
+    fn etcdctl_variables_are_fallbacks() {
+        let env = |k: &str| match k {
+            "ETCDCTL_ENDPOINTS" => Some("http://10.0.0.1:2379, 10.0.0.2:2379".to_string()),
+            "ETCDCTL_CACERT" => Some("/ca.pem".into()),
+            "ETCDCTL_CERT" => Some("/c.pem".into()),
+            "ETCDCTL_KEY" => Some("/k.pem".into()),
+            "ETCDCTL_USER" => Some("root".into()),
+            _ => None,
+        };
+        let (mut e, m) = etcd_matches(&[]);
+        e.apply_etcdctl_env(&m, env).unwrap();
+        assert_eq!(e.endpoints, ["http://10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(e.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(e.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(e.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(e.user.as_deref(), Some("root"));
+        // A flag wins.
+        let (mut e, m) = etcd_matches(&["--endpoints", "1.2.3.4:2379", "--user", "bob"]);
+        e.apply_etcdctl_env(&m, env).unwrap();
+        assert_eq!(e.endpoints, ["1.2.3.4:2379"]);
+        assert_eq!(e.user.as_deref(), Some("bob"));
+        // No variables: the defaults stay.
+        let (mut e, m) = etcd_matches(&[]);
+        e.apply_etcdctl_env(&m, |_| None).unwrap();
+        assert_eq!(e.endpoints, ["127.0.0.1:2379"]);
+        assert!(e.cacert.is_none() && e.user.is_none());
+        // etcdctl's name:password form and a lone certificate are refused.
+        let (mut e, m) = etcd_matches(&[]);
+        let err = e
+            .apply_etcdctl_env(&m, |k| (k == "ETCDCTL_USER").then(|| "root:pw".into()))
+            .unwrap_err();
+        assert!(err.contains("password"), "{err}");
+        let (mut e, m) = etcd_matches(&[]);
+        let err = e
+            .apply_etcdctl_env(&m, |k| (k == "ETCDCTL_CERT").then(|| "/c.pem".into()))
+            .unwrap_err();
+        assert!(err.contains("--key"), "{err}");
+    }
+
+    #[test]
+    fn demo_dash_n_is_noticed() {
+        let used = |a: &[&str]| demo_used_dash_n(a.iter().map(|s| s.to_string()));
+        assert!(used(&["demo", "-n", "3"]));
+        assert!(used(&["demo", "-n3"]));
+        assert!(used(&["demo", "-n=3"]));
+        assert!(!used(&["demo", "-p", "3"]));
+        assert!(!used(&["demo", "--participants", "3", "-e", "-n"][..4]));
     }
 
     fn valid_id(id: &str) -> bool {

@@ -1,16 +1,19 @@
 //! The `crown` binary: parses flags, runs the command, maps failures to one line on stderr
 //! and a distinct exit code (see `crown::exit`).
 
-use clap::Parser;
 use crown::cli::{Cli, Command, OutputFormat};
 use crown::participant::{self, Failure};
 use crown::{exit, report};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = crown::cli::parse();
     if let Command::ExecGuard(g) = &cli.command {
         // Before any thread exists: this process becomes the child.
-        std::process::exit(crown::sidecar::child::exec_guard(g.parent_pid, &g.command));
+        std::process::exit(crown::sidecar::child::exec_guard(
+            g.parent_pid,
+            g.nofile,
+            &g.command,
+        ));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,29 +40,24 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     crown::backend::kube::set_client_options(cli.kube.options());
     match cli.command {
         Command::Run(args) => {
-            participant::init_logging(args.log_format);
+            participant::init_logging(args.log_format, participant::LOG_DEFAULT);
             participant::run(args).await
         }
         Command::Status(args) => {
-            participant::init_logging(crown::cli::LogFormat::Text);
+            participant::init_logging(
+                crown::cli::LogFormat::Text,
+                participant::ONE_SHOT_LOG_DEFAULT,
+            );
             let wait = args.backend.wait_for_backend;
-            let connect = wait + std::time::Duration::from_secs(5);
+            let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
             let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::status(b.as_ref(), &args.backend.election).await?) };
             let r = report::bounded(report::read_limit(wait), read).await?;
             // The kube backend says which namespace it used (kubectl's rules pick it).
             let ns = b.namespace();
             match args.output {
-                OutputFormat::Json => {
-                    let mut v = serde_json::to_value(&r).expect("serializes");
-                    if let (Some((name, how)), Some(o)) = (&ns, v.as_object_mut()) {
-                        o.insert("namespace".into(), name.as_str().into());
-                        o.insert("namespace_from".into(), (*how).into());
-                    }
-                    println!("{}", serde_json::to_string_pretty(&v).expect("serializes"))
-                }
-                OutputFormat::Text => {
-                    let text = report::status_text(&r);
+                OutputFormat::Text | OutputFormat::Wide => {
+                    let text = report::status_text(&r, args.output == OutputFormat::Wide);
                     match (&ns, text.split_once('\n')) {
                         (Some((name, how)), Some((first, rest))) => {
                             print!(
@@ -70,27 +68,58 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                         _ => print!("{text}"),
                     }
                 }
+                f => {
+                    let mut v = serde_json::to_value(&r).expect("serializes");
+                    if let (Some((name, how)), Some(o)) = (&ns, v.as_object_mut()) {
+                        o.insert("namespace".into(), name.as_str().into());
+                        o.insert("namespace_from".into(), (*how).into());
+                    }
+                    print!("{}", serialized(&v, f))
+                }
             }
             Ok(exit::OK)
         }
         Command::Tui(args) => crown::tui::run_tui(args).await,
         Command::Demo(args) => crown::tui::run_demo(args).await,
         Command::History(args) => {
-            participant::init_logging(crown::cli::LogFormat::Text);
+            participant::init_logging(
+                crown::cli::LogFormat::Text,
+                participant::ONE_SHOT_LOG_DEFAULT,
+            );
             let wait = args.backend.wait_for_backend;
-            let connect = wait + std::time::Duration::from_secs(5);
+            let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
             let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::history(b.as_ref()).await?) };
             let rows = report::bounded(report::read_limit(wait), read).await?;
             match args.output {
-                OutputFormat::Json => println!(
+                OutputFormat::Text | OutputFormat::Wide => print!(
                     "{}",
-                    serde_json::to_string_pretty(&rows).expect("serializes")
+                    report::history_text(&rows, args.output == OutputFormat::Wide)
                 ),
-                OutputFormat::Text => print!("{}", report::history_text(&rows)),
+                f => print!("{}", serialized(&rows, f)),
             }
             Ok(exit::OK)
         }
+        Command::Completions { shell } => {
+            let mut cmd = crown::cli::command();
+            clap_complete::generate(shell, &mut cmd, "crown", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            let out = crown::cli::man_page()
+                .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot render: {e}")))?;
+            std::io::Write::write_all(&mut std::io::stdout(), &out)
+                .map_err(|e| Failure::new(exit::INTERNAL, format!("cannot write: {e}")))?;
+            Ok(exit::OK)
+        }
         Command::ExecGuard(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// `-o json` (pretty, one trailing newline) or `-o yaml`.
+fn serialized<T: serde::Serialize>(v: &T, f: OutputFormat) -> String {
+    match f {
+        OutputFormat::Yaml => serde_yaml::to_string(v).expect("serializes"),
+        _ => serde_json::to_string_pretty(v).expect("serializes") + "\n",
     }
 }

@@ -100,12 +100,16 @@ pub async fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Ba
 /// The etcd backend's options from the flags (the password only from `$ETCD_PASSWORD`).
 pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
     let password = match &args.etcd.user {
-        Some(_) => Some(std::env::var("ETCD_PASSWORD").map_err(|_| {
-            Failure::new(
-                exit::CONFIG,
-                "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
-            )
-        })?),
+        Some(_) => Some(
+            std::env::var("ETCD_PASSWORD")
+                .or_else(|_| std::env::var("ETCDCTL_PASSWORD"))
+                .map_err(|_| {
+                    Failure::new(
+                        exit::CONFIG,
+                        "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
+                    )
+                })?,
+        ),
         None => None,
     };
     Ok(EtcdOptions {
@@ -117,6 +121,10 @@ pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
         key: args.etcd.key.clone(),
         user: args.etcd.user.clone().zip(password),
         wait: args.wait_for_backend,
+        history_limit: match args.etcd.etcd_history_limit {
+            0 => crate::backend::etcd::HISTORY_LIMIT,
+            n => n as usize,
+        },
     })
 }
 
@@ -147,10 +155,31 @@ pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Fai
     }
 }
 
-/// Installs the log subscriber: text lines with only the message, or JSON with fields.
-pub fn init_logging(format: LogFormat) {
+/// The default log filter of `crown run` and the dashboard: crown's own lines from INFO (role
+/// changes; heartbeats are DEBUG), libraries' from WARN.
+pub const LOG_DEFAULT: &str = "warn,crown=info";
+
+/// The default log filter of one-shot commands (`status`, `history`): only crown's own
+/// warnings, so that a failure is the one `crown: error:` line (the clients' own retries and
+/// errors stay quiet).
+pub const ONE_SHOT_LOG_DEFAULT: &str = "crown=warn";
+
+/// The log filter: `$CROWN_LOG` if set, else `$RUST_LOG` (the usual variable of Rust
+/// services), else `default`; a filter that does not parse falls back to `default`.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CROWN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    ["CROWN_LOG", "RUST_LOG"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default))
+}
+
+/// Installs the log subscriber (filter from [`log_filter`] with `default`): text lines with
+/// only the message, or JSON with fields.
+pub fn init_logging(format: LogFormat, default: &str) {
+    let filter = log_filter(default);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -205,13 +234,22 @@ pub fn log_event(id: &str, ev: &Event) {
             )
         }
         Event::Renewed { term, .. } => {
-            tracing::info!(
+            // One every retry period: DEBUG (`RUST_LOG=crown=debug` shows them).
+            tracing::debug!(
                 event = "leader_heartbeat",
                 id,
                 term = term.0,
                 "👑 [{id}] LEADER heartbeat (term {term})"
             )
         }
+        // Asked for (resign, shutdown): INFO; involuntary: WARN.
+        Event::StoppedLeading {
+            term,
+            reason: reason @ (StopReason::Released | StopReason::Shutdown),
+        } => tracing::info!(
+            event = "stopped_leading", id, term = term.0, reason = %reason,
+            "[{id}] lost leadership: {reason} (term {term})"
+        ),
         Event::StoppedLeading { term, reason } => tracing::warn!(
             event = "stopped_leading", id, term = term.0, reason = %reason,
             "[{id}] lost leadership: {reason} (term {term})"
@@ -229,6 +267,44 @@ pub fn log_event(id: &str, ev: &Event) {
         Event::Fatal { message } => {
             tracing::error!(event = "fatal", id, "[{id}] giving up: {message}")
         }
+        Event::Failed { message } => {
+            tracing::error!(
+                event = "elector_failed",
+                id,
+                "[{id}] the elector failed: {message}"
+            )
+        }
+    }
+}
+
+/// `--on-child-exit resign`: a child that exits soon after it started would otherwise make
+/// this participant resign and win again every retry period. After such a child it stays out
+/// of the campaign for 1 s, doubling on every further short run up to 30 s; a child that ran
+/// for [`ResignBackoff::RAN_LONG_ENOUGH`] resets it.
+#[derive(Debug, Default)]
+pub struct ResignBackoff {
+    last: Option<std::time::Duration>,
+}
+
+impl ResignBackoff {
+    /// A run at least this long resets the backoff.
+    pub const RAN_LONG_ENOUGH: std::time::Duration = std::time::Duration::from_secs(10);
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// How long to stay out after a child that ran for `ran` (`None`: the usual hold-off of
+    /// one retry period).
+    pub fn after(&mut self, ran: std::time::Duration) -> Option<std::time::Duration> {
+        if ran >= Self::RAN_LONG_ENOUGH {
+            self.last = None;
+            return None;
+        }
+        let d = match self.last {
+            None => Self::FIRST,
+            Some(d) => (d * 2).min(Self::MAX),
+        };
+        self.last = Some(d);
+        Some(d)
     }
 }
 
@@ -241,6 +317,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let me = identity(args.id.as_deref())?;
     validate_election_name(&args.backend.election)?;
     let grace = sidecar::grace(&args.sidecar, &cfg)?;
+    // Descriptors: raise the soft limit, fail fast if crown cannot work within it.
+    let limits = sidecar::fds::raise();
     if args.check_config {
         println!(
             "config ok: id {} backend {} ({}) election {} lease {:?} renew {:?} retry {:?}",
@@ -260,12 +338,12 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         return Ok(exit::OK);
     }
+    sidecar::fds::check(limits, args.sidecar.http.is_some())?;
     // Bind before campaigning: a busy port must not cost a grant.
     let listener = match args.sidecar.http {
         Some(addr) => Some((
             addr,
-            tokio::net::TcpListener::bind(addr)
-                .await
+            sidecar::http::listen(addr)
                 .map_err(|e| Failure::new(exit::CONFIG, format!("cannot listen on {addr}: {e}")))?,
         )),
         None => None,
@@ -300,6 +378,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             id: id.clone(),
             grace,
             on_exit: args.sidecar.on_child_exit,
+            nofile: (limits.original_soft < limits.soft).then_some(limits.original_soft),
         })
         .map_err(|e| {
             Failure::new(
@@ -323,8 +402,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 election: args.backend.election.clone(),
                 cfg,
             });
-            let task = sidecar::http::serve(listener, state, shutdown.clone());
-            tracing::info!(event = "http_listening", id = id.as_str(), addr = %addr, "[{id}] serving /leader /healthz /readyz /metrics on http://{addr}");
+            let cap = sidecar::fds::http_budget(limits);
+            let task = sidecar::http::serve(listener, state, shutdown.clone(), cap, limits);
+            tracing::info!(event = "http_listening", id = id.as_str(), addr = %addr, max_connections = cap, "[{id}] serving /leader /healthz /readyz /metrics on http://{addr} (at most {cap} connections at once)");
             Some(task)
         }
         None => None,
@@ -370,6 +450,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(cfg.retry_period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Failing since, last line logged, failures since: one line when it starts, a
+            // summary a minute while it lasts, one when it is over.
+            let mut failing: Option<(tokio::time::Instant, tokio::time::Instant, u64)> = None;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -382,21 +465,62 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                     started_at,
                     stamp.clone(),
                 );
-                if let Err(e) = backend.publish_member(&m).await {
-                    tracing::warn!("[{}] heartbeat failed: {e}", me.id);
+                let now = tokio::time::Instant::now();
+                match (backend.publish_member(&m).await, &mut failing) {
+                    (Err(e), None) => {
+                        failing = Some((now, now, 0));
+                        tracing::warn!("[{}] heartbeat failed: {e}", me.id);
+                    }
+                    (Err(e), Some((since, last, n))) => {
+                        *n += 1;
+                        if now.duration_since(*last) >= std::time::Duration::from_secs(60) {
+                            tracing::warn!(
+                                "[{}] heartbeats failing for {} s ({n} more; last: {e})",
+                                me.id,
+                                now.duration_since(*since).as_secs()
+                            );
+                            *last = now;
+                            *n = 0;
+                        }
+                    }
+                    (Ok(()), Some((since, _, n))) => {
+                        tracing::info!(
+                            "[{}] heartbeat published again after {} ms ({n} more failures)",
+                            me.id,
+                            now.duration_since(*since).as_millis()
+                        );
+                        failing = None;
+                    }
+                    (Ok(()), None) => {}
                 }
             }
         })
     };
 
     let mut fatal = None;
+    let mut failed = None;
     let mut code = exit::OK;
+    let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
+    let mut backoff = ResignBackoff::default();
     loop {
         let ev = tokio::select! {
             ev = events.next() => match ev {
                 Some(ev) => ev,
-                None => break,
+                None => {
+                    if !shutdown.is_cancelled() && fatal.is_none() && failed.is_none() {
+                        // The stream may only end after a shutdown: anything else is a bug.
+                        failed = Some("the elector stopped unexpectedly".to_string());
+                        shutdown.cancel();
+                    }
+                    break;
+                }
             },
+            _ = wait.expired(), if wait.pending() => {
+                wait.give_up(&id);
+                code = exit::WAIT_EXPIRED;
+                shutdown.cancel();
+                continue;
+            }
             Some(x) = recv_opt(&mut child_exits) => {
                 match args.sidecar.on_child_exit {
                     OnChildExit::Exit if !shutdown.is_cancelled() => {
@@ -404,7 +528,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                         shutdown.cancel();
                     }
                     OnChildExit::Resign if handle.status().borrow().term == x.term => {
-                        handle.resign().await
+                        match backoff.after(x.ran) {
+                            None => handle.resign().await,
+                            Some(d) => {
+                                tracing::warn!(event = "resign_backoff", id = id.as_str(), term = x.term.0, backoff_ms = d.as_millis() as u64,
+                                    "[{id}] the child ran only {} ms: resigning and staying out of the campaign for {d:?}", x.ran.as_millis());
+                                handle.resign_for(d).await
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -412,13 +543,18 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             }
         };
         log_event(&id, &ev);
+        if wait.observe(&ev) {
+            wait.give_up(&id);
+            code = exit::WAIT_EXPIRED;
+            shutdown.cancel();
+        }
         metrics.observe(&ev);
         if let Some(n) = &notifier {
             n.observe(&ev);
         }
         match &ev {
             Event::StartedLeading { term } => {
-                if let Some(s) = &supervisor {
+                if let Some(s) = supervisor.as_ref().filter(|_| !wait.gave_up) {
                     s.start(*term);
                 }
             }
@@ -439,6 +575,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 fatal = Some(message.clone());
                 shutdown.cancel();
             }
+            Event::Failed { message } => {
+                failed = Some(message.clone());
+                shutdown.cancel();
+            }
             _ => {}
         }
     }
@@ -457,11 +597,89 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         tracing::warn!("[{id}] could not remove heartbeat: {e}");
     }
     let role = handle.status().borrow().role;
-    debug_assert_ne!(role, Role::Leader);
+    debug_assert!(failed.is_some() || role != Role::Leader);
     tracing::info!(event = "stopped", id = id.as_str(), "[{id}] stopped");
+    if let Some(message) = failed {
+        return Err(Failure::new(
+            exit::INTERNAL,
+            format!("internal error, the elector failed ({message}); the lease was given up"),
+        ));
+    }
     match fatal {
         Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
         None => Ok(code),
+    }
+}
+
+/// `crown run --wait`: the deadline to become leader by, once.
+struct WaitLimit {
+    /// The deadline, while it still matters (not yet leader, not yet given up).
+    deadline: Option<tokio::time::Instant>,
+    /// What was asked, for the log line.
+    asked: std::time::Duration,
+    /// Whether one campaign attempt has concluded (we know a leader, or that there is none).
+    attempted: bool,
+    /// Whether we gave up (the lease, if granted meanwhile, is released at once).
+    gave_up: bool,
+    /// The latest we wait when no attempt concludes (the backend keeps failing).
+    cap: std::time::Duration,
+}
+
+impl WaitLimit {
+    fn new(wait: Option<std::time::Duration>, lease_duration: std::time::Duration) -> Self {
+        WaitLimit {
+            deadline: wait.map(|w| tokio::time::Instant::now() + w),
+            asked: wait.unwrap_or_default(),
+            attempted: false,
+            gave_up: false,
+            cap: lease_duration,
+        }
+    }
+
+    /// Whether the deadline still matters.
+    fn pending(&self) -> bool {
+        self.deadline.is_some() && !self.gave_up
+    }
+
+    /// Resolves when we must give up: at the deadline once an attempt has concluded (so
+    /// `--wait 0` tries once), or one lease duration later if none does.
+    async fn expired(&self) {
+        match self.deadline {
+            Some(d) if self.attempted => tokio::time::sleep_until(d).await,
+            Some(d) => tokio::time::sleep_until(d + self.cap).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Notes an event; true if it means giving up now (an attempt concluded without the lease
+    /// at or after the deadline).
+    fn observe(&mut self, ev: &Event) -> bool {
+        if !self.pending() {
+            return false;
+        }
+        match ev {
+            Event::StartedLeading { .. } => {
+                self.deadline = None;
+                false
+            }
+            Event::NewLeader { .. } | Event::NoLeader => {
+                self.attempted = true;
+                self.deadline
+                    .is_some_and(|d| tokio::time::Instant::now() >= d)
+            }
+            _ => false,
+        }
+    }
+
+    fn give_up(&mut self, id: &str) {
+        self.gave_up = true;
+        tracing::info!(
+            event = "wait_expired",
+            id,
+            "[{id}] not leader within --wait {}: giving up (exit code {})",
+            humantime::format_duration(self.asked),
+            exit::WAIT_EXPIRED
+        );
     }
 }
 

@@ -146,8 +146,46 @@ pub async fn status(backend: &dyn Backend, election: &str) -> Result<StatusRepor
     })
 }
 
-/// Renders a status report as text.
-pub fn status_text(r: &StatusReport) -> String {
+/// A table without borders whose columns fit their widest cell (no wrapping at the
+/// terminal's width), right-aligned where `right[i]`, each line indented by `indent`.
+fn table(header: &[&str], right: &[bool], rows: Vec<Vec<String>>, indent: &str) -> String {
+    use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    for (i, r) in right.iter().enumerate() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_padding((0, 2));
+            if *r {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+    }
+    let mut out = String::new();
+    for line in t.lines() {
+        out += indent;
+        out += line.trim_end();
+        out += "\n";
+    }
+    out
+}
+
+/// A duration for a table: `420ms`, `3.2s`, `5m12s`.
+fn short_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+    }
+}
+
+/// Renders a status report as text; `wide` adds each member's pid and host (like
+/// `kubectl -o wide`).
+pub fn status_text(r: &StatusReport, wide: bool) -> String {
     let mut s = format!(
         "election  {} ({})\n",
         escape(&r.election),
@@ -168,21 +206,29 @@ pub fn status_text(r: &StatusReport) -> String {
     }
     s += &format!("members   {}\n", r.members.len());
     if !r.members.is_empty() {
-        s += &format!(
-            "  {:<24} {:<10} {:>6} {:>8} {:<16} {:>10}\n",
-            "ID", "ROLE", "TERM", "PID", "HOST", "HEARTBEAT"
-        );
-        for m in &r.members {
-            s += &format!(
-                "  {:<24} {:<10} {:>6} {:>8} {:<16} {:>8}ms\n",
-                escape(&m.id),
-                m.role.to_string(),
-                m.term.0,
-                m.pid,
-                escape(&m.host),
-                m.heartbeat_age_ms
-            );
+        let mut header = vec!["ID", "ROLE", "TERM", "HEARTBEAT"];
+        let mut right = vec![false, false, true, true];
+        if wide {
+            header.extend(["PID", "HOST"]);
+            right.extend([true, false]);
         }
+        let rows = r
+            .members
+            .iter()
+            .map(|m| {
+                let mut row = vec![
+                    escape(&m.id).into_owned(),
+                    m.role.to_string(),
+                    m.term.0.to_string(),
+                    short_ms(m.heartbeat_age_ms),
+                ];
+                if wide {
+                    row.extend([m.pid.to_string(), escape(&m.host).into_owned()]);
+                }
+                row
+            })
+            .collect();
+        s += &table(&header, &right, rows, "  ");
     }
     s
 }
@@ -228,31 +274,49 @@ pub fn history_rows(grants: Vec<Grant>, lease: Option<&LeaseView>) -> Vec<Histor
         .collect()
 }
 
-/// Renders the history as text, newest last.
-pub fn history_text(rows: &[HistoryRow]) -> String {
+/// Renders the history as text, newest last; `wide` adds the holder's pid and host and the
+/// previous holder.
+pub fn history_text(rows: &[HistoryRow], wide: bool) -> String {
     if rows.is_empty() {
         return "no grants yet\n".into();
     }
-    let mut s = format!(
-        "{:>6}  {:<24} {:<32} {:>10}  {}\n",
-        "TERM", "HOLDER", "ACQUIRED", "GAP", "ENDED"
-    );
-    for r in rows {
-        let g = &r.grant;
-        s += &format!(
-            "{:>6}  {:<24} {:<32} {:>10}  {}\n",
-            g.term.0,
-            escape(&g.holder),
-            g.acquired_at.to_string(),
-            g.gap_ms
-                .map(|ms| format!("{ms} ms"))
-                .unwrap_or_else(|| "-".into()),
-            r.ended
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "(current)".into()),
-        );
+    let mut header = vec!["TERM", "HOLDER", "ACQUIRED", "GAP", "ENDED"];
+    let mut right = vec![true, false, false, true, false];
+    if wide {
+        header.extend(["PID", "HOST", "PREVIOUS"]);
+        right.extend([true, false, false]);
     }
-    s
+    let dash = || "-".to_string();
+    let body = rows
+        .iter()
+        .map(|r| {
+            let g = &r.grant;
+            let mut row = vec![
+                g.term.0.to_string(),
+                escape(&g.holder).into_owned(),
+                g.acquired_at.to_string(),
+                g.gap_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(dash),
+                r.ended
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "(current)".into()),
+            ];
+            if wide {
+                row.extend([
+                    g.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+                    g.host
+                        .as_deref()
+                        .map(|h| escape(h).into_owned())
+                        .unwrap_or_else(dash),
+                    g.previous_holder
+                        .as_deref()
+                        .map(|h| escape(h).into_owned())
+                        .unwrap_or_else(dash),
+                ]);
+            }
+            row
+        })
+        .collect();
+    table(&header, &right, body, "")
 }
 
 #[cfg(test)]
@@ -290,7 +354,8 @@ mod tests {
                 heartbeat_age_ms: 5,
             }],
         };
-        let text = status_text(&r);
+        let text = status_text(&r, false);
+        assert_eq!(status_text(&r, true).lines().count(), 5);
         assert!(
             !text.chars().any(|c| c != '\n' && unsafe_char(c)),
             "{text:?}"
@@ -309,7 +374,8 @@ mod tests {
             },
             ended: None,
         }];
-        let text = history_text(&rows);
+        let text = history_text(&rows, false);
+        assert_eq!(history_text(&rows, true).lines().count(), 2);
         assert!(
             !text.chars().any(|c| c != '\n' && unsafe_char(c)),
             "{text:?}"

@@ -38,7 +38,7 @@ fn bad_flags_exit_2() {
         2,
         "invalid value 'zookeeper'",
     );
-    fails(&["status", "-o", "yaml"], 2, "invalid value 'yaml'");
+    fails(&["status", "-o", "xml"], 2, "invalid value 'xml'");
     fails(&["frobnicate"], 2, "unrecognized subcommand");
 }
 

@@ -7,7 +7,9 @@
 //! the backend: `kill -9`; SIGSTOP past the lease then SIGCONT (crown is frozen, its child is
 //! not: the fence has to reject the child's writes); a cut link between the leader and its
 //! backend (a black-holing TCP proxy); an etcd member killed; etcd quorum lost and restored;
-//! the kube-apiserver restarted; a graceful SIGTERM.
+//! the kube-apiserver restarted; a graceful SIGTERM; (file backend) an unrelated process that
+//! holds read-only fds on, and tries `flock` on, every file in the directory, both as root
+//! (not a participant) and as a second local user.
 //!
 //! The campaign fails on (all must be 0):
 //! - an accepted write with overlapping leadership: a term below one already accepted, or a
@@ -30,6 +32,8 @@
 mod common;
 #[path = "common/etcd.rs"]
 mod etcd;
+#[path = "hostile/second_user.rs"]
+mod second_user;
 
 use common::kube::KubeEnv;
 use common::*;
@@ -153,8 +157,11 @@ enum Kind {
     Sigterm,
     Cut,
     MemberKill,
+    RaftLeaderKill,
+    Delay,
     Quorum,
     ApiserverRestart,
+    Intruder,
 }
 
 impl Kind {
@@ -165,8 +172,13 @@ impl Kind {
             Kind::Sigterm => "SIGTERM leader (graceful)",
             Kind::Cut => "cut leader's link to the backend, heal",
             Kind::MemberKill => "kill -9 one etcd member, restart",
+            Kind::RaftLeaderKill => {
+                "kill -9 etcd's raft leader (half the time the crowns' member), restart"
+            }
+            Kind::Delay => "delay the leader's link to etcd by 200 ms ± 100 ms, heal",
             Kind::Quorum => "kill 2 of 3 etcd members, restore",
             Kind::ApiserverRestart => "kube-apiserver stopped (SIGTERM or kill -9), restarted",
+            Kind::Intruder => "an unrelated process holds fds on / tries flock on every file",
         }
     }
     /// Faults after which the old leader stops acting at the injection itself.
@@ -258,13 +270,15 @@ impl World {
 
     fn kinds(&self) -> Vec<Kind> {
         match self.server {
-            Server::File => vec![Kind::Kill9, Kind::Pause, Kind::Sigterm],
+            Server::File => vec![Kind::Kill9, Kind::Pause, Kind::Sigterm, Kind::Intruder],
             Server::Etcd(_) => vec![
                 Kind::Kill9,
                 Kind::Pause,
                 Kind::Sigterm,
                 Kind::Cut,
                 Kind::MemberKill,
+                Kind::RaftLeaderKill,
+                Kind::Delay,
                 Kind::Quorum,
             ],
             Server::Kube(_) => vec![
@@ -452,6 +466,70 @@ impl World {
         self.violations.push(what);
     }
 
+    /// Every file of the election directory (the members' heartbeats too), not the test's own.
+    fn election_files(&self) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let mut dirs = vec![self.dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name == "chaos-writer.sh" || name.starts_with("kubeconfig-") {
+                    continue;
+                }
+                if p.is_dir() {
+                    dirs.push(p.clone());
+                }
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// The intruder fault: root (not a participant) opens every file read-only and tries a
+    /// shared `flock` on each, holding the fds for `hold`; the second user tries the same and
+    /// must fail on every file. The leader must not lose its term to any of it.
+    fn intrude(&mut self, n: usize, l: usize, term: u64, t0: Instant, hold: Duration) {
+        let files = self.election_files();
+        let held: Vec<std::fs::File> = files
+            .iter()
+            .filter_map(|p| std::fs::File::open(p).ok())
+            .collect();
+        for p in &files {
+            let _ = std::process::Command::new("flock")
+                .args(["-n", "-s"])
+                .arg(p)
+                .arg("true")
+                .status();
+        }
+        let mut argv = vec![
+            "sh",
+            "-c",
+            r#"for f; do if { : <"$f"; } 2>/dev/null; then echo "opened $f"; fi; if flock -n -s "$f" true 2>/dev/null; then echo "locked $f"; fi; done"#,
+            "sh",
+        ];
+        let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        argv.extend(paths.iter().map(String::as_str));
+        let out = second_user::as_intruder(&argv);
+        let got = String::from_utf8_lossy(&out.stdout);
+        if !got.trim().is_empty() {
+            self.fail(format!(
+                "fault {n}: {} reached the election's files: {}",
+                second_user::INTRUDER,
+                got.trim().replace('\n', "; ")
+            ));
+        }
+        std::thread::sleep(hold.saturating_sub(t0.elapsed()));
+        drop(held);
+        if let Some(at) = self.wait_line(l, "stopped_leading", Some(term), t0, Duration::ZERO) {
+            let id = self.members[l].p.id.clone();
+            self.fail(format!(
+                "fault {n}: {id} lost term {term} {:?} into an intruder's fds and flocks",
+                at - t0
+            ));
+        }
+    }
+
     /// Runs one fault against the current leader; returns what happened.
     fn fault(&mut self, n: usize, kind: Kind) -> Result<Outcome, String> {
         self.fence.fault.store(n, Ordering::SeqCst);
@@ -540,6 +618,34 @@ impl World {
                 let eps = e.endpoints();
                 e.wait_healthy(&eps, RECOVER);
             }
+            Kind::RaftLeaderKill => {
+                // Half the time, first make the member the crowns talk to (their first
+                // endpoint) the raft leader, so both die together.
+                let place = self.rand(2) == 0;
+                let hold = 500 + self.rand(1500);
+                let Server::Etcd(e) = &mut self.server else {
+                    unreachable!()
+                };
+                if place {
+                    e.move_leader(0);
+                }
+                let r = e.raft_leader();
+                e.kill(r);
+                std::thread::sleep(Duration::from_millis(hold));
+                e.restart(r);
+                let eps = e.endpoints();
+                e.wait_healthy(&eps, RECOVER);
+            }
+            Kind::Delay => {
+                let hold = 2000 + self.rand(3000);
+                for p in &self.members[l].proxies {
+                    p.delay(200);
+                }
+                std::thread::sleep(Duration::from_millis(hold));
+                for p in &self.members[l].proxies {
+                    p.heal();
+                }
+            }
             Kind::Quorum => {
                 let keep = self.rand(3) as usize;
                 {
@@ -584,6 +690,10 @@ impl World {
                 }
                 let eps = e.endpoints();
                 e.wait_healthy(&eps, RECOVER);
+            }
+            Kind::Intruder => {
+                let hold = 300 + self.rand(1200);
+                self.intrude(n, l, term, t0, Duration::from_millis(hold));
             }
             Kind::ApiserverRestart => {
                 let hold = self.rand(1500);

@@ -12,7 +12,7 @@ fn headless_demo_with_chaos_shows_failovers_and_stops_by_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = Command::new(BIN)
-        .args(["demo", "-n", "3", "--duration", "7s", "--chaos"])
+        .args(["demo", "-p", "3", "--duration", "7s", "--chaos"])
         .args(["--chaos-interval", "2s", "--lease-duration", "2s"])
         .args([
             "--renew-deadline",

@@ -300,3 +300,112 @@ async fn a_forbidden_backend_stops_the_elector_with_a_fatal_event_after_stepping
     );
     assert!(ea.next().await.is_none());
 }
+
+/// A memory backend whose renewals panic once `armed` is set (a bug in a backend, say).
+struct PanicOnRenew {
+    inner: MemoryBackend,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl crown::backend::Backend for PanicOnRenew {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    async fn try_acquire_or_renew(
+        &self,
+        req: crown::backend::AcquireRequest,
+        observer: &mut crown::election::lease::Observer,
+    ) -> Result<crown::backend::Outcome, crown::backend::BackendError> {
+        if req.held.is_some() && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("renewal bug");
+        }
+        self.inner.try_acquire_or_renew(req, observer).await
+    }
+    async fn release(&self, term: Term) -> Result<(), crown::backend::BackendError> {
+        self.inner.release(term).await
+    }
+    async fn lease(&self) -> Result<crown::backend::LeaseView, crown::backend::BackendError> {
+        self.inner.lease().await
+    }
+    async fn publish_member(
+        &self,
+        m: &crown::election::Member,
+    ) -> Result<(), crown::backend::BackendError> {
+        self.inner.publish_member(m).await
+    }
+    async fn remove_member(&self, id: &str) -> Result<(), crown::backend::BackendError> {
+        self.inner.remove_member(id).await
+    }
+    async fn members(&self) -> Result<Vec<crown::election::Member>, crown::backend::BackendError> {
+        self.inner.members().await
+    }
+    async fn history(&self) -> Result<Vec<crown::election::Grant>, crown::backend::BackendError> {
+        self.inner.history().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_elector_reports_failure_runs_the_hook_and_releases_the_lease() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let armed = Arc::new(AtomicBool::new(false));
+    let hooked = Arc::new(AtomicBool::new(false));
+    let hook: crown::election::BeforeRelease = {
+        let hooked = hooked.clone();
+        Arc::new(move |_term| {
+            let hooked = hooked.clone();
+            Box::pin(async move { hooked.store(true, Ordering::SeqCst) })
+        })
+    };
+    let tok = CancellationToken::new();
+    let (_ha, mut ea) = Elector::new(
+        Arc::new(PanicOnRenew {
+            inner: a.clone(),
+            armed: armed.clone(),
+        }),
+        cfg,
+        ident("a"),
+    )
+    .before_release(Duration::from_millis(500), hook)
+    .spawn(tok.clone());
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    let t0 = Instant::now();
+    armed.store(true, Ordering::SeqCst);
+    // The failure is an event, after a step-down, never a silent end of the stream.
+    assert_eq!(
+        next(&mut ea).await,
+        Event::StoppedLeading {
+            term: Term(1),
+            reason: StopReason::Failed
+        }
+    );
+    match next(&mut ea).await {
+        Event::Failed { message } => assert!(message.contains("renewal bug"), "{message}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(ea.next().await.is_none());
+    // The lease was released (after the hook), not left to expire.
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    assert!(hooked.load(Ordering::SeqCst), "the before-release hook ran");
+    assert!(
+        Instant::now() - t0 < cfg.retry_period + Duration::from_millis(500),
+        "b waited {:?}: the lease was not released",
+        Instant::now() - t0
+    );
+    let grants = crown::backend::Backend::history(&b).await.unwrap();
+    assert_eq!(
+        grants[1].previous_end,
+        Some(crown::election::EndKind::Released)
+    );
+}

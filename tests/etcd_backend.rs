@@ -617,3 +617,516 @@ fn a_candidate_whose_session_expired_while_waiting_does_not_win_as_a_zombie() {
     assert_eq!(s["leader"]["term"].as_u64(), Some(t2));
     assert_one_leader_at_a_time(&[&a, &b, &c], &[None, None, None]);
 }
+
+fn spawn_in(endpoints: &str, election: &str, id: &str) -> Participant {
+    let mut a = args(endpoints);
+    a.extend(["--election".to_string(), election.to_string()]);
+    Participant::spawn(&std::env::temp_dir(), id, &a)
+}
+
+fn json_of_in(sub: &str, election: &str, endpoints: &str) -> Value {
+    let (code, out, err) = crown(&[
+        sub,
+        "-o",
+        "json",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        endpoints,
+        "--election",
+        election,
+    ]);
+    assert_eq!(code, 0, "crown {sub} failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn status_of(election: &str, endpoints: &str) -> Value {
+    let (code, out, err) = crown(&[
+        "status",
+        "-o",
+        "json",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        endpoints,
+        "--election",
+        election,
+    ]);
+    assert_eq!(code, 0, "crown status failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Issue 15 item 1: the raft leader dies together with the member the crowns talk to. The
+/// successor must act as soon as its predecessor's key is deleted (it waits on a watch, not
+/// in a server-side `Campaign` RPC stuck on the dead member), and never beside it.
+#[test]
+fn raft_leader_dying_with_the_crowns_member_costs_nothing_after_the_key_is_deleted() {
+    let mut e = Etcd::start(3);
+    e.move_leader(0);
+    let eps = e.endpoints_from(0);
+    let survivors = e
+        .endpoints_from(1)
+        .split(',')
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut a = spawn(&eps, "a");
+    let t1 = leader_term(&a);
+    let b = spawn(&eps, "b");
+    let c = spawn(&eps, "c");
+    for p in [&b, &c] {
+        p.wait_for("following a", T, |l| {
+            l.event() == "follower" && l.term() == Some(t1)
+        });
+    }
+    let watch = e.watch(&survivors, "crown/");
+    // The watch is up once it reports a change: touch a key of the prefix nobody campaigns on.
+    let _ = e.etcdctl(&["put", "crown/~probe", "x"]);
+    let _ = e.etcdctl(&["del", "crown/~probe"]);
+    eventually("the test's watch is up", T, || {
+        (!watch.deletes().is_empty()).then_some(())
+    });
+    assert_eq!(e.raft_leader(), 0, "the raft leader moved by itself");
+    a.signal(Signal::SIGKILL);
+    e.kill(0);
+    a.wait_exit(T);
+    let (l, who) = eventually("a new leader", Duration::from_secs(60), || {
+        [&b, &c].iter().find_map(|p| {
+            p.lines()
+                .into_iter()
+                .find(|l| became(l) && l.term() > Some(t1))
+                .map(|l| (l, p.id.clone()))
+        })
+    });
+    let deleted = eventually("the old leader's key deletion seen by the watch", T, || {
+        watch
+            .deletes()
+            .into_iter()
+            .find(|(_, k)| k != "crown/~probe")
+    });
+    let after = l.at.saturating_duration_since(deleted.0);
+    eprintln!(
+        "successor {who} acted {} ms after the deletion of {} (raft leader killed with the crowns' member)",
+        after.as_millis(),
+        deleted.1
+    );
+    assert!(
+        l.at + Duration::from_millis(50) >= deleted.0,
+        "{who} led before the predecessor's key was deleted"
+    );
+    assert!(
+        after <= Duration::from_secs(1),
+        "successor acted {after:?} after the predecessor key's deletion"
+    );
+    let killed_at = a.lines().last().map(|l| l.at);
+    assert_one_leader_at_a_time(&[&a, &b, &c], &[killed_at, None, None]);
+}
+
+/// Issue 15 item 2: crown's own keys lie in no election's candidate range, so elections whose
+/// names look like them each get their own leader; `jobs/x` is not an election name.
+#[test]
+fn elections_named_like_auxiliary_keys_run_side_by_side() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let names = ["jobs", "jobs-members", "jobs-history", "jobs-released"];
+    // `jobs` first, so its heartbeat and history exist before the others campaign.
+    let mut ps = vec![spawn_in(&eps, "jobs", "jobs-a")];
+    ps[0].wait_for("jobs-a leads", T, became);
+    eventually("jobs-a's heartbeat and grant", T, || {
+        let s = status_of("jobs", &eps);
+        let h = json_of_in("history", "jobs", &eps);
+        (s["members"].as_array().unwrap().len() == 1 && h.as_array().unwrap().len() == 1)
+            .then_some(())
+    });
+    for n in &names[1..] {
+        ps.push(spawn_in(&eps, n, &format!("{n}-a")));
+    }
+    for p in &ps {
+        p.wait_for("leading its own election", T, became);
+    }
+    // A leader change in `jobs` writes history and a resign record: still no interference.
+    let b = spawn_in(&eps, "jobs", "jobs-b");
+    b.wait_for("following jobs-a", T, |l| l.event() == "follower");
+    ps[0].signal(Signal::SIGTERM);
+    b.wait_for("jobs-b takes over", T, became);
+    for (n, p) in names.iter().zip(&ps).skip(1) {
+        let s = status_of(n, &eps);
+        assert_eq!(s["leader"]["id"], p.id.as_str(), "{n}: {s}");
+        assert!(
+            !p.lines().iter().any(|l| l.event() == "stopped_leading"),
+            "{n} lost its leadership"
+        );
+    }
+    assert_eq!(status_of("jobs", &eps)["leader"]["id"], "jobs-b");
+    // `jobs/x` would nest inside `jobs`: not a valid name.
+    let (code, _, err) = crown(&[
+        "status",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        &eps,
+        "--election",
+        "jobs/x",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid election name"), "{err}");
+    // No crown key without a lease lies under any election's candidate prefix.
+    let keys = e.etcdctl(&["get", "--prefix", "", "--keys-only", "-w", "json"]);
+    let v: Value = serde_json::from_str(&keys).unwrap();
+    for kv in v["kvs"].as_array().unwrap() {
+        let key = String::from_utf8(base64_decode(kv["key"].as_str().unwrap())).unwrap();
+        if kv["lease"].as_i64().unwrap_or(0) == 0 {
+            assert!(
+                !key.contains('/'),
+                "a key without a lease in an election range: {key}"
+            );
+        }
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let out = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    out.stdout
+}
+
+/// `etcdctl lease grant` + `put --lease`: a raw candidate key; returns the lease (hex).
+fn foreign_key(e: &Etcd, key: &str, value: &str) -> String {
+    let out = e.etcdctl(&["lease", "grant", "60"]);
+    let lease = out.split_whitespace().nth(1).expect("lease id").to_string();
+    let out = std::process::Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            &e.endpoints(),
+            "put",
+            "--lease",
+            &lease,
+            key,
+            value,
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lease
+}
+
+/// Issue 15 item 3: a candidate key crown did not write is foreign, whatever its value says —
+/// no crown id or pid for it, no "no leader" for a participant whose id equals its value, and
+/// its value printed with control characters escaped.
+#[test]
+fn foreign_keys_with_crown_looking_values_are_shown_as_foreign() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let lease = foreign_key(&e, "crown/x", "crown-a");
+    let a = spawn(&eps, "crown-a");
+    // crown-a follows the foreign key (it is not "no leader" because the value is its id).
+    a.wait_for("crown-a follows the foreign key", T, |l| {
+        l.event() == "follower" && l.json["leader"] == "crown-a"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !a.lines().iter().any(became),
+        "crown-a led beside a foreign key"
+    );
+    let s = json_of("status", &eps);
+    assert_eq!(s["leader"]["pid"], Value::Null, "{s}");
+    let host = s["leader"]["host"].as_str().unwrap();
+    assert!(
+        host.starts_with("foreign") && host.contains("crown/x") && host.contains(&lease),
+        "{s}"
+    );
+    assert_eq!(
+        s["leader"]["since"],
+        Value::Null,
+        "since must be unknown: {s}"
+    );
+    let _ = e.etcdctl(&["lease", "revoke", &lease]);
+    a.wait_for("crown-a leads once the foreign key is gone", T, became);
+    let mut a = a;
+    a.signal(Signal::SIGTERM);
+    a.wait_exit(T);
+
+    // A JSON value naming a crown participant, and a value with escape codes and a newline.
+    let b = spawn(&eps, "crown-b");
+    b.wait_for("crown-b leads", T, became);
+    let l2 = foreign_key(&e, "crown/y", "{\"id\":\"crown-b\"}");
+    let l3 = foreign_key(&e, "crown/z", "\u{1b}[31mred\nBECAME LEADER (term 999)");
+    b.signal(Signal::SIGTERM);
+    let s = eventually("the JSON key leads", T, || {
+        let s = json_of("status", &eps);
+        (s["leader"]["host"]
+            .as_str()
+            .is_some_and(|h| h.contains("crown/y")))
+        .then_some(s)
+    });
+    assert_eq!(s["leader"]["id"], "{\"id\":\"crown-b\"}", "{s}");
+    assert_eq!(s["leader"]["pid"], Value::Null, "{s}");
+    let _ = e.etcdctl(&["lease", "revoke", &l2]);
+    let (code, out, _) = crown(&["status", "--backend", "etcd", "--endpoints", &eps]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains('\u{1b}'),
+        "raw escape code in status: {out:?}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with("BECAME")),
+        "a value forged a line: {out}"
+    );
+    assert!(out.contains("\\u{1b}[31mred\\nBECAME"), "{out}");
+    let _ = e.etcdctl(&["lease", "revoke", &l3]);
+}
+
+/// Issue 15 item 3/4: crown and `etcdctl elect` leaders take turns; the history records every
+/// term, foreign ones included, and how each ended as it was observed.
+#[test]
+fn history_attributes_each_end_with_interleaved_etcdctl_leaders() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let mut a = spawn(&eps, "a");
+    let ta = leader_term(&a);
+    let mut ctl = e.elect("crown", "ctl");
+    let b = spawn(&eps, "b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(ta)
+    });
+    let c = spawn(&eps, "c");
+    c.wait_for("c follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(ta)
+    });
+    // a resigns: etcdctl (next in line) leads; b and c see it.
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit(T), Some(0));
+    eventually("etcdctl elected", T, || ctl.elected().then_some(()));
+    let f = b.wait_for("b follows etcdctl", T, |l| {
+        l.event() == "follower" && l.json["leader"] == "ctl"
+    });
+    let tctl = f.term().unwrap();
+    // etcdctl resigns: b leads.
+    ctl.resign();
+    let tb = b.wait_for("b leads", T, became).term().unwrap();
+    c.wait_for("c follows b", T, |l| {
+        l.event() == "follower" && l.term() == Some(tb)
+    });
+    // b is killed: its lease expires, c leads.
+    let mut b = b;
+    b.signal(Signal::SIGKILL);
+    b.wait_exit(T);
+    let tc = c
+        .wait_for("c leads", T, |l| became(l) && l.term() > Some(tb))
+        .term()
+        .unwrap();
+    let h = eventually("four grants", T, || {
+        let h = json_of("history", &eps);
+        eprintln!("history so far: {h}");
+        (h.as_array().unwrap().len() == 4 && !h[3]["previous_end"].is_null()).then_some(h)
+    });
+    let row = |i: usize| {
+        (
+            h[i]["term"].as_u64().unwrap(),
+            h[i]["holder"].as_str().unwrap().to_string(),
+            h[i]["ended"].as_str().map(str::to_string),
+        )
+    };
+    assert_eq!(row(0), (ta, "a".into(), Some("released".into())), "{h}");
+    assert_eq!(row(1), (tctl, "ctl".into(), Some("released".into())), "{h}");
+    assert_eq!(row(2), (tb, "b".into(), Some("expired".into())), "{h}");
+    assert_eq!(row(3), (tc, "c".into(), None), "{h}");
+    assert_eq!(h[1]["pid"], Value::Null);
+    assert!(h[1]["host"].as_str().unwrap().starts_with("foreign"), "{h}");
+    assert_eq!(h[2]["previous_holder"], "ctl");
+    assert_eq!(h[3]["previous_holder"], "b");
+}
+
+/// Issue 15: Go's own `concurrency.Election` (tests/interop/etcd-go) and crown campaign on one
+/// election both ways, including kill -9 of each side: one leader at a time, each side
+/// follows the other.
+#[test]
+fn go_concurrency_election_and_crown_exclude_each_other_both_ways() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    // Go first: crown follows it, and takes over after a kill -9 once the Go session expires.
+    let go1 = GoElector::start(&eps, "crown", "go-1", 2);
+    eventually("go-1 elected", T, || go1.event("elected"));
+    let mut a = spawn(&eps, "a");
+    a.wait_for("a follows go-1", T, |l| {
+        l.event() == "follower" && l.json["leader"] == "go-1"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!a.lines().iter().any(became), "crown led beside Go");
+    go1.signal(Signal::SIGKILL);
+    let ta = a
+        .wait_for("a takes over after the Go session expired", T, became)
+        .term()
+        .unwrap();
+    // Crown first: Go waits, then takes over on a graceful exit …
+    let go2 = GoElector::start(&eps, "crown", "go-2", 2);
+    eventually("go-2 campaigning", T, || go2.event("campaigning"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        go2.event("elected").is_none(),
+        "Go was elected while crown leads"
+    );
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit(T), Some(0));
+    let (_, v) = eventually("go-2 elected", T, || go2.event("elected"));
+    assert!(v["rev"].as_u64().unwrap() > ta);
+    // … and after a kill -9 of crown.
+    go2.signal(Signal::SIGTERM);
+    let mut b = spawn(&eps, "b");
+    let tb = leader_term(&b);
+    let go3 = GoElector::start(&eps, "crown", "go-3", 2);
+    eventually("go-3 campaigning", T, || go3.event("campaigning"));
+    let killed = Instant::now();
+    b.signal(Signal::SIGKILL);
+    b.wait_exit(T);
+    let (at, v) = eventually("go-3 elected after crown's session expired", T, || {
+        go3.event("elected")
+    });
+    assert!(v["rev"].as_u64().unwrap() > tb);
+    assert!(
+        at.duration_since(killed) >= Duration::from_millis(1500),
+        "Go was elected before crown's lease expired"
+    );
+    let s = json_of("status", &eps);
+    assert_eq!(s["leader"]["id"], "go-3");
+    assert_eq!(s["leader"]["pid"], Value::Null);
+}
+
+/// Issue 15 item 2: `--etcd-history-limit N` keeps the last N grants and records the highest
+/// compacted term as the floor.
+#[test]
+fn history_keeps_the_last_n_grants_and_a_floor() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let spawn_l = |id: &str| {
+        let mut a = args(&eps);
+        a.extend(["--etcd-history-limit".to_string(), "3".to_string()]);
+        Participant::spawn(&std::env::temp_dir(), id, &a)
+    };
+    let mut cur = spawn_l("x0");
+    let mut terms = vec![leader_term(&cur)];
+    for i in 1..5 {
+        let next = spawn_l(&format!("x{i}"));
+        next.wait_for("following", T, |l| l.event() == "follower");
+        cur.signal(Signal::SIGTERM);
+        assert_eq!(cur.wait_exit(T), Some(0));
+        terms.push(next.wait_for("takes over", T, became).term().unwrap());
+        cur = next;
+    }
+    let h = eventually("three grants kept", T, || {
+        let h = json_of("history", &eps);
+        let got: Vec<u64> = h
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["term"].as_u64().unwrap())
+            .collect();
+        (got == terms[2..]).then_some(h)
+    });
+    assert_eq!(h[0]["previous_holder"], "x1", "{h}");
+    let floor = e.etcdctl(&["get", "--print-value-only", "crown:floor"]);
+    assert_eq!(floor.trim(), format!("{:020}", terms[1]));
+}
+
+/// Issue 15 item 6: cut off from its only etcd member, a participant logs one line when the
+/// trouble starts, not one per attempt.
+#[test]
+fn warnings_while_cut_off_are_rate_limited() {
+    let mut e = Etcd::start(1);
+    let eps = e.endpoints();
+    let a = spawn(&eps, "a");
+    let term = leader_term(&a);
+    e.kill(0);
+    a.wait_for("stepping down", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(term)
+    });
+    let from = Instant::now() + Duration::from_secs(2);
+    std::thread::sleep(Duration::from_secs(12));
+    let warns: Vec<String> = a
+        .lines()
+        .iter()
+        .filter(|l| l.at > from && l.json["level"] == "WARN")
+        .map(|l| l.message().to_string())
+        .collect();
+    assert!(
+        warns.len() <= 2,
+        "{} warnings in 10 s while cut off:\n{}",
+        warns.len(),
+        warns.join("\n")
+    );
+}
+
+/// Issue 15 item 3: a leader whose session lease is revoked (by an operator, `etcdctl lease
+/// revoke`) is recorded as `revoked`, not `expired` or `released`.
+#[test]
+fn a_revoked_session_is_recorded_as_revoked() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let slow = |id: &str| {
+        let mut a: Vec<String> = ["--backend", "etcd", "--endpoints", &eps]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(
+            [
+                "--lease-duration",
+                "6s",
+                "--renew-deadline",
+                "4s",
+                "--retry-period",
+                "1s",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        Participant::spawn(&std::env::temp_dir(), id, &a)
+    };
+    let a = slow("a");
+    let ta = leader_term(&a);
+    let b = slow("b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(ta)
+    });
+    // b has read a's lease TTL at least once since (it does every retry period).
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = e.etcdctl(&[
+        "get",
+        "--prefix",
+        "crown/",
+        "--sort-by=CREATE",
+        "--order=ASCEND",
+        "--limit=1",
+        "-w",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let lease = format!("{:x}", v["kvs"][0]["lease"].as_i64().unwrap());
+    let _ = e.etcdctl(&["lease", "revoke", &lease]);
+    let tb = b
+        .wait_for("b takes over", T, |l| became(l) && l.term() > Some(ta))
+        .term()
+        .unwrap();
+    let h = eventually("b's grant with a's end", T, || {
+        let h = json_of("history", &eps);
+        let last = h.as_array().unwrap().last().cloned()?;
+        (last["term"].as_u64() == Some(tb) && !last["previous_end"].is_null()).then_some(h)
+    });
+    let n = h.as_array().unwrap().len();
+    assert_eq!(h[n - 1]["previous_holder"], "a", "{h}");
+    assert_eq!(h[n - 1]["previous_end"], "revoked", "{h}");
+    assert_eq!(h[n - 2]["ended"], "revoked", "{h}");
+}

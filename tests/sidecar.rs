@@ -472,3 +472,36 @@ fn on_loss_exit_stops_the_child_and_exits_6_after_a_pause() {
         l.event() == "stopped_leading" && l.json["reason"] == "renew deadline passed"
     });
 }
+
+#[test]
+fn on_child_exit_resign_with_a_child_that_exits_at_once_backs_off() {
+    let d = tempdir();
+    let mut extra = timings_fast();
+    extra.extend(s(&["--on-child-exit", "resign", "--", "true"]));
+    let p = Participant::spawn(d.path(), "a", &extra);
+    let first = p
+        .wait_for("first grant", T, |l| l.event() == "became_leader")
+        .at;
+    // Observe a 10 s window: without a backoff a grant follows every hold-off (500 ms).
+    while first.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lines = p.lines();
+    let grants = lines
+        .iter()
+        .filter(|l| l.event() == "became_leader" && l.at <= first + Duration::from_secs(10))
+        .count();
+    eprintln!("{grants} grants in 10 s");
+    assert!(
+        grants <= 6,
+        "{grants} grants in 10 s with a child that exits at once"
+    );
+    // The backoff is announced, doubling.
+    let backoffs: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.event() == "resign_backoff")
+        .map(|l| l.json["backoff_ms"].as_u64().unwrap())
+        .collect();
+    assert!(backoffs.len() >= 2, "{backoffs:?}");
+    assert!(backoffs.windows(2).all(|w| w[1] > w[0]), "{backoffs:?}");
+}

@@ -211,7 +211,7 @@ fn dashboard_kill_pause_resume_quit() {
     let dir: PathBuf = tmp.path().join("election");
     let exit_file = tmp.path().join("demo.exit");
     let cmd = format!(
-        "'{BIN}' demo -n 3 --dir '{}' --lease-duration 2s --renew-deadline 1500ms --retry-period 500ms; echo $? > '{}'",
+        "RUST_LOG=crown=debug '{BIN}' demo -p 3 --dir '{}' --lease-duration 2s --renew-deadline 1500ms --retry-period 500ms; echo $? > '{}'",
         dir.display(),
         exit_file.display()
     );

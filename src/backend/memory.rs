@@ -160,6 +160,7 @@ impl Backend for MemoryBackend {
                 recheck_in: expires_in,
             },
             lease::Decision::Lost { leader } => Outcome::Lost { leader },
+            lease::Decision::Refuse { reason } => return Err(BackendError::Corrupt(reason)),
         })
     }
 

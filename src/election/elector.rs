@@ -51,6 +51,9 @@ impl std::fmt::Display for Role {
 pub enum Command {
     /// Release the lease gracefully (if leading) and hold off for one retry period.
     Resign,
+    /// Release the lease gracefully (if leading) and hold off for this long (at least one
+    /// retry period): `--on-child-exit resign` backs off with it.
+    ResignFor(Duration),
 }
 
 /// The elector's current view, for heartbeats and HTTP status.
@@ -85,6 +88,12 @@ impl ElectorHandle {
         let _ = self.commands.send(Command::Resign).await;
     }
 
+    /// Asks the leader to resign and not to campaign again for `hold_off` (at least one
+    /// retry period); ignored by followers.
+    pub async fn resign_for(&self, hold_off: Duration) {
+        let _ = self.commands.send(Command::ResignFor(hold_off)).await;
+    }
+
     /// A receiver of status changes.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
@@ -112,12 +121,19 @@ enum State {
     Done,
 }
 
+/// The term we hold and its renew deadline, until the lease is released or abandoned: what a
+/// failed (panicked) elector must still give up.
+type Held = Arc<std::sync::Mutex<Option<(Term, Instant)>>>;
+
 struct Ctx {
+    held: Held,
     observer: Observer,
     events: mpsc::Sender<Event>,
     status: watch::Sender<Status>,
     commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
+    /// Backend errors while following: since when, the last line logged, how many since.
+    follow_errors: Option<(Instant, Instant, u64)>,
 }
 
 impl Elector {
@@ -151,14 +167,28 @@ impl Elector {
             deadline: None,
             renew_failures: 0,
         });
+        let held: Held = Arc::default();
         let ctx = Ctx {
+            held: held.clone(),
             observer: Observer::default(),
-            events: etx,
+            events: etx.clone(),
             status: stx,
             commands: rx_cmd,
             shutdown,
+            follow_errors: None,
         };
-        tokio::spawn(self.run(ctx));
+        let backend = self.backend.clone();
+        let hook = self.before_release.clone();
+        let id = self.me.id.clone();
+        let task = tokio::spawn(self.run(ctx));
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                let message = panic_message(e);
+                tracing::error!(id = %id, "[{id}] the elector failed: {message}");
+                give_up(backend, hook, held, &etx).await;
+                let _ = etx.send(Event::Failed { message }).await;
+            }
+        });
         (
             ElectorHandle {
                 commands: ctx_cmd,
@@ -228,8 +258,16 @@ impl Elector {
             _ = ctx.shutdown.cancelled() => return State::Done,
         };
         let mut wait = self.cfg.retry_period;
+        if result.is_ok()
+            && let Some((since, _, n)) = ctx.follow_errors.take()
+        {
+            tracing::info!(id = %self.me.id, "[{}] backend answers again after {} ms ({n} more errors)",
+                self.me.id, since.elapsed().as_millis());
+        }
         match result {
             Ok(Outcome::Acquired { term, .. }) => {
+                *ctx.held.lock().expect("held lock") =
+                    Some((term, attempt_at + self.cfg.renew_deadline));
                 let renew_failures = ctx.status.borrow().renew_failures;
                 ctx.status.send_replace(Status {
                     role: Role::Leader,
@@ -287,7 +325,24 @@ impl Elector {
                 return State::Done;
             }
             Err(e) => {
-                tracing::warn!(id = %self.me.id, error = %e, "[{}] backend error while following: {e}", self.me.id);
+                // One line when errors start, then one summary a minute while they last.
+                let now = Instant::now();
+                match &mut ctx.follow_errors {
+                    None => {
+                        ctx.follow_errors = Some((now, now, 0));
+                        tracing::warn!(id = %self.me.id, error = %e, "[{}] backend error while following: {e}", self.me.id);
+                    }
+                    Some((since, last, n)) => {
+                        *n += 1;
+                        if now.duration_since(*last) >= Duration::from_secs(60) {
+                            tracing::warn!(id = %self.me.id, error = %e,
+                                "[{}] backend errors while following for {} s ({} more; last: {e})",
+                                self.me.id, now.duration_since(*since).as_secs(), n);
+                            *last = now;
+                            *n = 0;
+                        }
+                    }
+                }
             }
         }
         if let Some(t) = hold_off_until {
@@ -334,6 +389,7 @@ impl Elector {
         } else {
             self.backend.abandon().await;
         }
+        *ctx.held.lock().expect("held lock") = None;
     }
 
     async fn lead_step(
@@ -344,12 +400,13 @@ impl Elector {
         ctx: &mut Ctx,
     ) -> State {
         let resign = tokio::select! {
-            _ = sleep_until(next_attempt) => false,
+            _ = sleep_until(next_attempt) => None,
             c = ctx.commands.recv() => match c {
-                Some(Command::Resign) => true,
-                None => false,
+                Some(Command::Resign) => Some(self.cfg.retry_period),
+                Some(Command::ResignFor(d)) => Some(d.max(self.cfg.retry_period)),
+                None => None,
             },
-            _ = self.backend.resign_requested(term) => true,
+            _ = self.backend.resign_requested(term) => Some(self.cfg.retry_period),
             _ = ctx.shutdown.cancelled() => {
                 // The deadline may have passed while we were paused: then do not write.
                 let live = Instant::now() < last_renew + self.cfg.renew_deadline;
@@ -364,11 +421,11 @@ impl Elector {
             self.stop(ctx, term, StopReason::RenewDeadline, false).await;
             return self.following_after_stop();
         }
-        if resign {
+        if let Some(hold_off) = resign {
             self.stop(ctx, term, StopReason::Released, true).await;
             return State::Following {
                 announced: None,
-                hold_off_until: Some(Instant::now() + self.cfg.retry_period),
+                hold_off_until: Some(Instant::now() + hold_off),
             };
         }
         let sent = now;
@@ -386,6 +443,7 @@ impl Elector {
         match result {
             Ok(Ok(Outcome::Renewed { .. })) if Instant::now() < deadline => {
                 last_renew = sent;
+                *ctx.held.lock().expect("held lock") = Some((term, sent + self.cfg.renew_deadline));
                 ctx.status
                     .send_modify(|s| s.deadline = Some(sent + self.cfg.renew_deadline));
                 let took = Instant::now().saturating_duration_since(sent);
@@ -431,5 +489,59 @@ impl Elector {
             announced: None,
             hold_off_until: None,
         }
+    }
+}
+
+/// The panic message of a failed task.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let p = e.into_panic();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {msg}")
+}
+
+/// After the elector task failed: if it still held a term, announce the step-down, run the
+/// before-release hook (the child goes first), then release the lease if its renew deadline
+/// has not passed, else abandon it. Each step runs in its own task (a second panic is
+/// contained) and is bounded.
+async fn give_up(
+    backend: Arc<dyn Backend>,
+    hook: Option<(BeforeRelease, Duration)>,
+    held: Held,
+    events: &mpsc::Sender<Event>,
+) {
+    // A poisoned lock still holds the last value written.
+    let held = *held.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((term, deadline)) = held else {
+        let b = backend.clone();
+        let _ = tokio::spawn(async move { b.abandon().await }).await;
+        return;
+    };
+    let _ = events
+        .send(Event::StoppedLeading {
+            term,
+            reason: StopReason::Failed,
+        })
+        .await;
+    if let Some((hook, bound)) = hook {
+        let _ = timeout(bound, tokio::spawn(hook(term))).await;
+    }
+    let b = backend.clone();
+    let released = if Instant::now() < deadline {
+        matches!(
+            timeout_at(deadline, tokio::spawn(async move { b.release(term).await })).await,
+            Ok(Ok(Ok(())))
+        )
+    } else {
+        false
+    };
+    if !released {
+        let _ = tokio::spawn(async move { backend.abandon().await }).await;
     }
 }

@@ -111,6 +111,20 @@ pub enum Decision {
         /// Who holds it now, if anyone.
         leader: Option<LeaderInfo>,
     },
+    /// The lease is free but no term may be granted (the last term is `u64::MAX`): an error
+    /// for the operator, never a wrapped term.
+    Refuse {
+        /// One line saying why.
+        reason: String,
+    },
+}
+
+fn exhausted(term: Term) -> Decision {
+    Decision::Refuse {
+        reason: format!(
+            "term {term} is the largest possible term: crown cannot grant a higher one (the lease record or history was written by something other than crown)"
+        ),
+    }
 }
 
 /// The rule. See the module docs.
@@ -144,8 +158,11 @@ pub fn decide(
         Current::Corrupt { .. } => (unchanged_for >= req.lease_duration, None),
         Current::Record(r) if !r.is_held() => (true, Some((r, EndKind::Released))),
         Current::Record(r) => {
+            // The holder's duration is honoured only up to our own: a record cannot make us
+            // follow a holder that stopped renewing for longer than we would wait ourselves
+            // (like client-go, which judges expiry by its own LeaseDuration).
             let dur = if r.lease_duration_ms > 0 {
-                Duration::from_millis(r.lease_duration_ms)
+                Duration::from_millis(r.lease_duration_ms).min(req.lease_duration)
             } else {
                 req.lease_duration
             };
@@ -176,7 +193,9 @@ pub fn decide(
         Current::Record(r) => r.term,
         _ => Term(0),
     };
-    let term = prev_term.next();
+    let Some(term) = prev_term.checked_next() else {
+        return exhausted(prev_term);
+    };
     let (previous_holder, previous_end, ended_at) = match (current, prev) {
         (_, Some((r, EndKind::Released))) => (
             r.released_by.clone(),
@@ -239,8 +258,11 @@ pub fn above_history(decision: Decision, floor: Term) -> Decision {
             mut record,
             mut grant,
         } if record.term <= floor => {
-            record.term = floor.next();
-            grant.term = record.term;
+            let Some(term) = floor.checked_next() else {
+                return exhausted(floor);
+            };
+            record.term = term;
+            grant.term = term;
             Decision::Acquire { record, grant }
         }
         other => other,
@@ -447,5 +469,68 @@ mod tests {
         assert_eq!(rec.term, Term(10));
         assert_eq!(g.term, Term(10));
         assert_eq!(g.previous_end, Some(EndKind::Corrupt));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_largest_term_is_refused_never_wrapped() {
+        let (a, b) = (me("a"), me("b"));
+        let (mut rec, _) = acquire(decide(
+            &Current::Missing,
+            &mut Observer::default(),
+            &req(&a, None, Instant::now()),
+            Liveness::Unknown,
+        ));
+        rec.term = Term(u64::MAX);
+        let rel = release(&Current::Record(rec), &a, Term(u64::MAX), Timestamp::now()).unwrap();
+        let d = decide(
+            &Current::Record(rel),
+            &mut Observer::default(),
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        );
+        assert!(matches!(d, Decision::Refuse { .. }), "{d:?}");
+        let d = decide(
+            &Current::Missing,
+            &mut Observer::default(),
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        );
+        let d = above_history(d, Term(u64::MAX));
+        assert!(matches!(d, Decision::Refuse { .. }), "{d:?}");
+        assert_eq!(Term(u64::MAX).checked_next(), None);
+        assert_eq!(Term(1).checked_next(), Some(Term(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_records_lease_duration_is_honoured_only_up_to_ours() {
+        let (a, b) = (me("a"), me("b"));
+        let (mut rec, _) = acquire(decide(
+            &Current::Missing,
+            &mut Observer::default(),
+            &req(&a, None, Instant::now()),
+            Liveness::Unknown,
+        ));
+        rec.lease_duration_ms = 86_400_000;
+        let cur = Current::Record(rec);
+        let mut ob = Observer::default();
+        match decide(
+            &cur,
+            &mut ob,
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        ) {
+            Decision::Follow { expires_in, .. } => {
+                assert_eq!(expires_in, Some(Duration::from_secs(5)))
+            }
+            d => panic!("{d:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (_, g) = acquire(decide(
+            &cur,
+            &mut ob,
+            &req(&b, None, Instant::now()),
+            Liveness::Unknown,
+        ));
+        assert_eq!(g.previous_end, Some(EndKind::Expired));
     }
 }

@@ -31,6 +31,11 @@ impl Term {
     pub fn next(self) -> Term {
         Term(self.0 + 1)
     }
+
+    /// The term after this one, or `None` at `u64::MAX` (terms never wrap).
+    pub fn checked_next(self) -> Option<Term> {
+        self.0.checked_add(1).map(Term)
+    }
 }
 
 impl fmt::Display for Term {
@@ -77,6 +82,8 @@ pub enum StopReason {
     Superseded,
     /// The participant is shutting down (and released the lease).
     Shutdown,
+    /// The elector itself failed (a panic): it stopped acting and released the lease.
+    Failed,
 }
 
 impl fmt::Display for StopReason {
@@ -86,6 +93,7 @@ impl fmt::Display for StopReason {
             StopReason::RenewDeadline => "renew deadline passed",
             StopReason::Superseded => "superseded",
             StopReason::Shutdown => "shutdown",
+            StopReason::Failed => "elector failed",
         })
     }
 }
@@ -127,6 +135,13 @@ pub enum Event {
         /// One line saying what is missing.
         message: String,
     },
+    /// The elector task failed (it panicked): it has stepped down (`StoppedLeading` with
+    /// [`StopReason::Failed`] first if it led, the before-release hook run and the lease
+    /// released) and campaigns no more. The last event of the stream; `crown run` exits 1.
+    Failed {
+        /// What went wrong (the panic message).
+        message: String,
+    },
 }
 
 /// How a grant ended, as recorded by its successor.
@@ -141,6 +156,8 @@ pub enum EndKind {
     HolderDied,
     /// The lease record was unreadable and was replaced after the lease duration.
     Corrupt,
+    /// The holder's session was revoked (etcd: its lease ended long before it could expire).
+    Revoked,
 }
 
 impl fmt::Display for EndKind {
@@ -150,6 +167,7 @@ impl fmt::Display for EndKind {
             EndKind::Expired => "expired",
             EndKind::HolderDied => "holder died",
             EndKind::Corrupt => "corrupt record replaced",
+            EndKind::Revoked => "revoked",
         })
     }
 }
@@ -195,7 +213,8 @@ impl LeaseRecord {
             term: self.term,
             pid: (self.pid != 0).then_some(self.pid),
             host: (!self.host.is_empty()).then(|| self.host.clone()),
-            since: Some(self.acquired_at),
+            // The Unix epoch stands for "unknown" (a backend that cannot tell).
+            since: (self.acquired_at != Timestamp::UNIX_EPOCH).then_some(self.acquired_at),
         })
     }
 }

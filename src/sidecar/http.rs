@@ -60,7 +60,7 @@ impl Metrics {
             Event::StoppedLeading { .. } | Event::NoLeader => {
                 m.leaderless_since.get_or_insert_with(Instant::now);
             }
-            Event::Fatal { .. } => {}
+            Event::Fatal { .. } | Event::Failed { .. } => {}
         }
     }
 }
@@ -87,16 +87,120 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown`.
+/// A client must send a whole request head within this long, also between requests on a
+/// kept-alive connection (so idle connections close after it too).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// No connection lives longer than this, however it behaves (a client that never reads its
+/// answer, for one).
+pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Largest request head read (the endpoints take no body).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Connections the kernel completes and queues for us beyond those we serve (the listen
+/// backlog; capped by `net.core.somaxconn`). Waiting there costs crown no descriptor.
+pub const ACCEPT_QUEUE: u32 = 1024;
+
+/// Binds `addr` with an [`ACCEPT_QUEUE`]-deep accept queue.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(ACCEPT_QUEUE)
+}
+
+/// Serves on `listener` until `shutdown`, with at most `max_connections` open at once (more
+/// wait in the kernel's accept queue, costing no descriptor), none accepted while the process
+/// is near its open-file limit (`limits`), a [`HEADER_READ_TIMEOUT`] and a
+/// [`MAX_CONNECTION_LIFETIME`]: slow or idle clients cannot starve the elector of descriptors.
 pub fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: tokio_util::sync::CancellationToken,
+    max_connections: usize,
+    limits: super::fds::Limits,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let app = router(state);
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+        let mut conns = tokio::task::JoinSet::new();
+        let mut saturated = false;
+        loop {
+            while conns.try_join_next().is_some() {}
+            if permits.available_permits() == 0 && !saturated {
+                saturated = true;
+                tracing::warn!(
+                    event = "http_saturated",
+                    "http: {max_connections} connections open (the cap); further ones wait"
+                );
+            }
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            if permits.available_permits() > 0 {
+                saturated = false;
+            }
+            if super::fds::near_limit(limits) {
+                tracing::warn!(
+                    event = "http_fd_reserve",
+                    "http: near the open-file limit ({}): not accepting for 100 ms",
+                    limits.soft
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            let stream = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // EMFILE and friends: wait instead of spinning.
+                        tracing::warn!(event = "http_accept_failed", "http: accept failed: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                            _ = shutdown.cancelled() => break,
+                        }
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+            let shutdown = shutdown.clone();
+            conns.spawn(async move {
+                let _permit = permit;
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .keep_alive(true);
+                let conn = b.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = tokio::time::sleep(MAX_CONNECTION_LIFETIME) => {}
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_millis(500), conn.as_mut()).await;
+                    }
+                }
+            });
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        conns.abort_all();
     })
 }
 

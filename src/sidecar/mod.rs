@@ -3,6 +3,7 @@
 //! ([`http`]), and a webhook on every role change ([`notify`]).
 
 pub mod child;
+pub mod fds;
 pub mod http;
 pub mod notify;
 

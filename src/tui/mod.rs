@@ -108,14 +108,13 @@ pub fn default_log_path() -> Result<PathBuf, Failure> {
 /// Sends this process's log to `path` (appending; see [`open_append_nofollow`]), never to the
 /// screen. Control characters in messages are escaped, as in `crown run`'s text logs.
 pub fn init_file_logging(path: &Path) -> Result<(), Failure> {
-    use tracing_subscriber::EnvFilter;
     let file = open_append_nofollow(path).map_err(|e| {
         Failure::new(
             exit::CONFIG,
             format!("cannot write the dashboard log {}: {e}", path.display()),
         )
     })?;
-    let filter = EnvFilter::try_from_env("CROWN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = crate::participant::log_filter(crate::participant::LOG_DEFAULT);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Mutex::new(file))

@@ -333,13 +333,22 @@ fn render_history(f: &mut Frame, s: &State, area: Rect) {
         Constraint::Length(11),
         Constraint::Fill(1),
     ];
-    let title = format!(" leader history ({} grants) ", s.history.len());
+    let title = format!(" leader history ({}) ", plural(s.history.len(), "grant"));
     f.render_widget(
         Table::new(rows, widths)
             .header(header)
             .block(Block::bordered().title(title)),
         area,
     );
+}
+
+/// `1 grant`, `3 grants`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn render_gaps(f: &mut Frame, s: &State, area: Rect) {
@@ -364,17 +373,26 @@ fn render_gaps(f: &mut Frame, s: &State, area: Rect) {
                 Style::new().fg(Color::Red)
             };
             Bar::default()
-                .value((*ms).max(1))
+                .value(*ms)
                 .label(Line::from(format!("t{t}")))
                 .text_value(format!("{ms} ms"))
                 .style(style)
                 .value_style(style.add_modifier(Modifier::REVERSED))
         })
         .collect();
+    // Bars against the lease duration (or the longest gap, if longer): a gap of 0 ms draws
+    // nothing, and a few milliseconds are not drawn as long as an expiry.
+    let lease_ms = u64::try_from(s.lease_duration.as_millis()).unwrap_or(u64::MAX);
+    let scale = gaps
+        .iter()
+        .map(|(_, ms)| *ms)
+        .fold(lease_ms, u64::max)
+        .max(1);
     f.render_widget(
         BarChart::horizontal(bars)
             .bar_width(1)
             .bar_gap(0)
+            .max(scale)
             .block(block),
         area,
     );
@@ -672,6 +690,44 @@ mod tests {
         let mut s = busy();
         s.confirm_kill = Some(target("p3", 103));
         insta::assert_snapshot!(draw(&s, 120, 40).backend());
+    }
+
+    /// Issue 16: a gap of 0 ms draws no bar and a short gap a short one (they were drawn
+    /// full width); one grant is `1 grant`.
+    #[test]
+    fn gap_bars_are_scaled_and_one_grant_is_singular() {
+        let bar_cells = |s: &State, label: &str| -> usize {
+            let t = draw(s, 120, 40);
+            let buf = t.backend().buffer().clone();
+            let w = buf.area.width;
+            (0..buf.area.height)
+                .map(|y| {
+                    (0..w)
+                        .map(|x| buf[(x, y)].symbol().to_string())
+                        .collect::<String>()
+                })
+                .filter(|row| row.contains(label))
+                .map(|row| {
+                    let gaps = row.rsplit('┌').next().unwrap_or(&row).to_string();
+                    let gaps = gaps.rsplit("││").next().unwrap_or(&gaps).to_string();
+                    gaps.chars().filter(|c| "█▉▊▋▌▍▎▏".contains(*c)).count()
+                })
+                .sum()
+        };
+        let mut s = busy();
+        for (i, g) in s.history.iter_mut().enumerate() {
+            if g.grant.gap_ms.is_some() {
+                g.grant.gap_ms = Some(if i == 1 { 0 } else { 10 });
+            }
+        }
+        s.lease_duration = Duration::from_secs(2);
+        assert_eq!(bar_cells(&s, "0 ms"), 0, "a 0 ms gap draws a bar");
+        let t = draw(&s, 120, 40);
+        let screen = format!("{:?}", t.backend());
+        assert!(!screen.contains("█"), "10 ms of 2 s is no bar:\n{screen}");
+        s.history.truncate(1);
+        let screen = format!("{:?}", draw(&s, 120, 40).backend());
+        assert!(screen.contains("leader history (1 grant)"), "{screen}");
     }
 
     #[test]

@@ -807,6 +807,7 @@ fn end_phrase(e: EndKind) -> &'static str {
         EndKind::Expired => "expired",
         EndKind::HolderDied => "died",
         EndKind::Corrupt => "(corrupt record replaced)",
+        EndKind::Revoked => "revoked",
     }
 }
 

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -275,6 +275,72 @@ impl Etcd {
             .unwrap()
     }
 
+    /// The raft member id of member `i` (parsed as u64: ids do not survive a double).
+    pub fn member_id(&self, i: usize) -> u64 {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("endpoint status json");
+        let ep = format!("127.0.0.1:{}", self.members[i].client);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Endpoint"].as_str().is_some_and(|e| e.ends_with(&ep)))
+            .unwrap_or_else(|| panic!("member {i} not in {out}"))["Status"]["header"]["member_id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// `etcdctl move-leader`: makes member `i` etcd's raft leader (and waits until it is).
+    pub fn move_leader(&self, i: usize) {
+        if self.raft_leader() == i {
+            return;
+        }
+        let id = format!("{:x}", self.member_id(i));
+        let out = Command::new("etcdctl")
+            .args(self.ctl_tls())
+            .args(["--endpoints", &self.endpoints(), "move-leader", &id])
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "etcdctl move-leader {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.raft_leader() != i {
+            assert!(
+                Instant::now() < deadline,
+                "member {i} did not become raft leader"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `etcdctl watch --prefix <prefix>` through `endpoints`, in the background: every output
+    /// line with the instant it arrived.
+    pub fn watch(&self, endpoints: &str, prefix: &str) -> Watch {
+        let mut child = Command::new("etcdctl")
+            .args(self.ctl_tls())
+            .args(["--endpoints", endpoints, "watch", "--prefix", prefix])
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+        let o = out.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                o.lock().unwrap().push((Instant::now(), l));
+            }
+        });
+        Watch { child, out }
+    }
+
     /// The endpoints with member `first` first.
     pub fn endpoints_from(&self, first: usize) -> String {
         let mut v = vec![format!("127.0.0.1:{}", self.members[first].client)];
@@ -402,6 +468,100 @@ impl Drop for Etcd {
     }
 }
 
+/// A background `etcdctl watch`.
+pub struct Watch {
+    child: Child,
+    out: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Watch {
+    /// When each key was seen deleted: (instant, key), in order.
+    pub fn deletes(&self) -> Vec<(Instant, String)> {
+        let out = self.out.lock().unwrap();
+        out.windows(2)
+            .filter(|w| w[0].1 == "DELETE")
+            .map(|w| (w[0].0, w[1].1.clone()))
+            .collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Go elector of tests/interop/etcd-go (etcd's own `concurrency.Election`), built and
+/// cached by scripts/build-etcd-go.sh.
+pub fn etcd_go_bin() -> String {
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/build-etcd-go.sh"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cannot build the Go etcd elector (needs Go and the Go module proxy): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A running Go `concurrency.Election` campaigner.
+pub struct GoElector {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<(Instant, serde_json::Value)>>>,
+}
+
+impl GoElector {
+    pub fn start(endpoints: &str, election: &str, id: &str, ttl: u32) -> GoElector {
+        let mut child = Command::new(etcd_go_bin())
+            .args(["--endpoints", endpoints, "--election", election, "--id", id])
+            .args(["--ttl", &ttl.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(vec![]));
+        let o = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if let Ok(v) = serde_json::from_str(&l) {
+                    o.lock().unwrap().push((Instant::now(), v));
+                }
+            }
+        });
+        GoElector { child, lines }
+    }
+
+    /// The first event named `event`, if any yet.
+    pub fn event(&self, event: &str) -> Option<(Instant, serde_json::Value)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, v)| v["event"] == event)
+            .cloned()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+}
+
+impl Drop for GoElector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A background `etcdctl elect`.
 pub struct Elect {
     pub child: Child,
@@ -442,6 +602,8 @@ pub struct Proxy {
     pub port: u16,
     blocked: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
+    /// Base delay in ms of every chunk forwarded (each gets base ± base/2); 0 = none.
+    delay: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -451,7 +613,8 @@ impl Proxy {
         listener.set_nonblocking(true).unwrap();
         let blocked = Arc::new(AtomicBool::new(false));
         let closed = Arc::new(AtomicBool::new(false));
-        let (b, c) = (blocked.clone(), closed.clone());
+        let delay = Arc::new(AtomicU64::new(0));
+        let (b, c, dl) = (blocked.clone(), closed.clone(), delay.clone());
         std::thread::spawn(move || {
             while !c.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -464,8 +627,8 @@ impl Proxy {
                             (client.try_clone().unwrap(), server.try_clone().unwrap()),
                             (server, client),
                         ] {
-                            let (b, c) = (b.clone(), c.clone());
-                            std::thread::spawn(move || pump(from, to, b, c));
+                            let (b, c, dl) = (b.clone(), c.clone(), dl.clone());
+                            std::thread::spawn(move || pump(from, to, b, c, dl));
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -476,6 +639,7 @@ impl Proxy {
             port,
             blocked,
             closed,
+            delay,
         }
     }
 
@@ -488,9 +652,15 @@ impl Proxy {
         self.blocked.store(true, Ordering::SeqCst);
     }
 
-    /// Forwards again.
+    /// Forwards again (and without delay).
     pub fn heal(&self) {
         self.blocked.store(false, Ordering::SeqCst);
+        self.delay.store(0, Ordering::SeqCst);
+    }
+
+    /// Delays every chunk, each way, by `ms` ± `ms / 2` (order kept).
+    pub fn delay(&self, ms: u64) {
+        self.delay.store(ms, Ordering::SeqCst);
     }
 }
 
@@ -500,9 +670,32 @@ impl Drop for Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, blocked: Arc<AtomicBool>, closed: Arc<AtomicBool>) {
+fn pump(
+    mut from: TcpStream,
+    to: TcpStream,
+    blocked: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+    delay: Arc<AtomicU64>,
+) {
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
+    // Delayed bytes go through a queue to a writer thread: each chunk is released at its
+    // arrival + its delay (never before an earlier chunk), so latency does not cut throughput.
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let mut out = to.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for (at, bytes) in rx {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if out.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+    });
+    let mut last_release = Instant::now();
+    let mut seed = (from.peer_addr().map(|a| a.port()).unwrap_or(1) as u64) | 1;
     let mut buf = [0u8; 16384];
     while !closed.load(Ordering::SeqCst) {
         if blocked.load(Ordering::SeqCst) {
@@ -512,7 +705,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream, blocked: Arc<AtomicBool>, closed
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
+                let d = delay.load(Ordering::SeqCst);
+                // base ± half of it, uniformly (xorshift); undelayed chunks still queue behind
+                // delayed ones (a heal must not reorder the stream).
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let ms = if d == 0 { 0 } else { d / 2 + seed % (d + 1) };
+                let at = (Instant::now() + Duration::from_millis(ms)).max(last_release);
+                last_release = at;
+                if tx.send((at, buf[..n].to_vec())).is_err() {
                     break;
                 }
             }
@@ -524,6 +726,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, blocked: Arc<AtomicBool>, closed
             Err(_) => break,
         }
     }
+    drop(tx);
+    let _ = writer.join();
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
 }

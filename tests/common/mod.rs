@@ -73,7 +73,7 @@ impl Participant {
             .args(args)
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .env_remove("POD_NAME")
-            .env("CROWN_LOG", "info")
+            .env("CROWN_LOG", "info,crown=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

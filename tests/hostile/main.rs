@@ -6,5 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod file;
 mod output;
 mod second_user;
+mod sidecar;

@@ -773,6 +773,7 @@ impl Backend for KubeBackend {
                 recheck_in: expires_in,
             }),
             lease::Decision::Lost { leader } => Ok(Outcome::Lost { leader }),
+            lease::Decision::Refuse { reason } => Err(BackendError::Corrupt(reason)),
         }
     }
 

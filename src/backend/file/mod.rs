@@ -18,13 +18,20 @@
 //! Locks are std's `File::lock`/`try_lock` (flock(2) on Linux, stable since Rust 1.89).
 //! A holder on another host (a shared directory) is judged by expiry only.
 
+mod fsx;
+mod history;
+
+pub use fsx::{SafeDir, Sharing};
+
 use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome, validate_election_name};
 use crate::election::lease::{self, Current, Liveness, Observer};
 use crate::election::{Grant, Identity, LeaseRecord, Member, Term};
 use async_trait::async_trait;
+use fsx::Bounded;
+use history::{FloorCache, Line, scan_floor, scan_lines};
 use jiff::Timestamp;
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
+use std::fs::{File, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +42,15 @@ use tokio::sync::Notify;
 /// How long a CAS may wait for the short lease lock before giving up for this round.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
+/// A lease record or heartbeat larger than this is corrupt, not loaded.
+pub const MAX_RECORD: u64 = 64 * 1024;
+
+/// A history line longer than this is unreadable (a grant is ~250 bytes).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Observers (`crown history`, the dashboard) read at most this much of the history's end.
+pub const HISTORY_TAIL: u64 = 1024 * 1024;
+
 /// The file backend. Cheap to clone.
 #[derive(Clone)]
 pub struct FileBackend {
@@ -42,13 +58,16 @@ pub struct FileBackend {
 }
 
 struct Inner {
-    dir: PathBuf,
+    dir: Arc<SafeDir>,
     me: Identity,
+    lease_name: String,
+    lock_name: String,
+    alive_name: String,
+    history_name: String,
+    members_name: String,
     lease_path: PathBuf,
-    lock_path: PathBuf,
-    alive_path: PathBuf,
-    history_path: PathBuf,
-    members_dir: PathBuf,
+    /// The members directory, once opened.
+    members: Mutex<Option<Arc<SafeDir>>>,
     /// The alive lock, while we lead.
     alive: Mutex<Option<File>>,
     notify: Arc<Notify>,
@@ -58,7 +77,15 @@ struct Inner {
     /// When the waker saw the alive lock become free.
     freed_at: Arc<Mutex<Option<Timestamp>>>,
     warned_corrupt: Mutex<Option<u64>>,
+    /// The term floor read so far from the history (an index: only new lines are read).
+    floor: Mutex<FloorCache>,
+    /// History lines already warned about (by offset).
+    warned_lines: Mutex<HashSet<u64>>,
+    /// The observers' view of the history, with the (device, inode, size, mtime) it was read at.
+    history_cache: Mutex<Option<(HistoryKey, Vec<Grant>)>>,
 }
+
+type HistoryKey = (u64, u64, i64, i64, u64);
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> BackendError {
     BackendError::Unavailable(format!("{what} {}: {e}", path.display()))
@@ -66,47 +93,65 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> BackendError {
 
 impl FileBackend {
     /// Opens (creating if needed) the election `election` in `dir` for participant `me`.
-    /// Fails with a clear message if the directory cannot be created or written.
+    /// Fails with a clear message if the directory cannot be created or written, is not
+    /// private to us (or an explicit group share), or holds something other than a regular
+    /// file under one of crown's names.
     pub fn open(dir: &Path, election: &str, me: Identity) -> Result<Self, BackendError> {
         validate_election_name(election)?;
-        fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(format!("{election}.lock")))
-            .map_err(|e| io_err("cannot write in", dir, e))?;
-        Ok(FileBackend::open_unchecked(dir, election, me))
+        let sd = SafeDir::open(dir, true)?.ok_or_else(|| {
+            BackendError::Unavailable(format!("cannot create directory {}", dir.display()))
+        })?;
+        if let Sharing::Group(g) = sd.sharing() {
+            tracing::info!(
+                "{} is a group share (group {g}): files are created 0660",
+                sd.path().display()
+            );
+        }
+        let b = FileBackend::with_dir(sd, election, me);
+        let i = &b.inner;
+        for name in [&i.lease_name, &i.alive_name, &i.history_name, &i.lock_name] {
+            i.dir.expect_kind(name, false)?;
+        }
+        i.dir.expect_kind(&i.members_name, true)?;
+        i.dir.open_rw(&i.lock_name)?;
+        i.dir.sweep_temps(&i.lease_name);
+        if let Ok(Some(m)) = i.members_dir(false) {
+            m.sweep_temps(&format!("{}.json.", i.me.id));
+        }
+        Ok(b)
     }
 
     /// Opens read-only for observers (`crown status`, `crown history`, the dashboard): does not
     /// create anything.
     pub fn observe(dir: &Path, election: &str) -> Result<Self, BackendError> {
         validate_election_name(election)?;
-        if !dir.is_dir() {
+        let Some(sd) = SafeDir::open(dir, false)? else {
             return Err(BackendError::Unavailable(format!(
                 "no election directory {} (start a participant with `crown run --dir {}` first)",
                 dir.display(),
                 dir.display()
             )));
-        }
+        };
         let me = Identity {
             id: String::new(),
             pid: std::process::id(),
             host: String::new(),
         };
-        Ok(FileBackend::open_unchecked(dir, election, me))
+        Ok(FileBackend::with_dir(sd, election, me))
     }
 
-    fn open_unchecked(dir: &Path, election: &str, me: Identity) -> Self {
+    fn with_dir(dir: SafeDir, election: &str, me: Identity) -> Self {
+        let lease_name = format!("{election}.lease");
         let inner = Inner {
-            dir: dir.to_path_buf(),
+            lease_path: dir.path().join(&lease_name),
+            dir: Arc::new(dir),
             me,
-            lease_path: dir.join(format!("{election}.lease")),
-            lock_path: dir.join(format!("{election}.lock")),
-            alive_path: dir.join(format!("{election}.alive")),
-            history_path: dir.join(format!("{election}.history.jsonl")),
-            members_dir: dir.join(format!("{election}.members")),
+            lease_name,
+            lock_name: format!("{election}.lock"),
+            alive_name: format!("{election}.alive"),
+            history_name: format!("{election}.history.jsonl"),
+            members_name: format!("{election}.members"),
+            members: Mutex::new(None),
             alive: Mutex::new(None),
             notify: Arc::new(Notify::new()),
             watcher: Mutex::new(None),
@@ -114,6 +159,9 @@ impl FileBackend {
             armed: Arc::new(AtomicBool::new(false)),
             freed_at: Arc::new(Mutex::new(None)),
             warned_corrupt: Mutex::new(None),
+            floor: Mutex::new(FloorCache::default()),
+            warned_lines: Mutex::new(HashSet::new()),
+            history_cache: Mutex::new(None),
         };
         FileBackend {
             inner: Arc::new(inner),
@@ -143,11 +191,17 @@ impl FileBackend {
             }
         })
         .map_err(|e| {
-            BackendError::Unavailable(format!("cannot watch {}: {e}", self.inner.dir.display()))
+            BackendError::Unavailable(format!(
+                "cannot watch {}: {e}",
+                self.inner.dir.path().display()
+            ))
         })?;
-        w.watch(&self.inner.dir, notify::RecursiveMode::NonRecursive)
+        w.watch(self.inner.dir.path(), notify::RecursiveMode::NonRecursive)
             .map_err(|e| {
-                BackendError::Unavailable(format!("cannot watch {}: {e}", self.inner.dir.display()))
+                BackendError::Unavailable(format!(
+                    "cannot watch {}: {e}",
+                    self.inner.dir.path().display()
+                ))
             })?;
         *guard = Some(w);
         Ok(())
@@ -155,7 +209,7 @@ impl FileBackend {
 
     /// The election directory.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        self.inner.dir.path()
     }
 
     /// Path of the lease record.
@@ -166,12 +220,7 @@ impl FileBackend {
 
 impl Inner {
     fn cas_lock(&self, deadline: Option<std::time::Instant>) -> Result<File, BackendError> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock_path)
-            .map_err(|e| io_err("cannot open", &self.lock_path, e))?;
+        let f = self.dir.open_rw(&self.lock_name)?;
         let give_up = std::time::Instant::now() + LOCK_WAIT;
         let give_up = deadline.map_or(give_up, |d| d.min(give_up));
         loop {
@@ -181,55 +230,168 @@ impl Inner {
                     if std::time::Instant::now() >= give_up {
                         return Err(BackendError::Conflict(format!(
                             "{} is busy (another participant is stuck inside its compare-and-swap)",
-                            self.lock_path.display()
+                            self.dir.path().join(&self.lock_name).display()
                         )));
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(TryLockError::Error(e)) => {
-                    return Err(io_err("cannot lock", &self.lock_path, e));
+                    return Err(io_err(
+                        "cannot lock",
+                        &self.dir.path().join(&self.lock_name),
+                        e,
+                    ));
                 }
             }
         }
     }
 
     fn read_current(&self) -> Result<Current, BackendError> {
-        read_current(&self.lease_path)
+        let bytes = match self.dir.read_bounded(&self.lease_name, MAX_RECORD)? {
+            None => return Ok(Current::Missing),
+            Some(Bounded::TooBig { size, fingerprint }) => {
+                return Ok(Current::Corrupt {
+                    fingerprint,
+                    reason: format!(
+                        "{size} bytes, over the {MAX_RECORD}-byte limit of a lease record"
+                    ),
+                });
+            }
+            Some(Bounded::Data(b)) => b,
+        };
+        Ok(parse_record(&bytes))
     }
 
-    fn term_floor(&self) -> Term {
-        read_history(&self.history_path)
-            .map(|h| h.iter().map(|g| g.term).max().unwrap_or_default())
-            .unwrap_or_default()
+    fn history_path(&self) -> PathBuf {
+        self.dir.path().join(&self.history_name)
+    }
+
+    /// The highest term in the history. Any line that cannot be read is an error (a lower
+    /// floor could repeat a granted term): only blank lines are skipped. Only lines appended
+    /// since the last call are read.
+    fn term_floor(&self) -> Result<Term, BackendError> {
+        let refuse = |why: String| {
+            BackendError::Corrupt(format!(
+                "leader history {}: {why}; refusing to grant a term until it is repaired (a lower term could repeat one already granted)",
+                self.history_path().display()
+            ))
+        };
+        let Some((f, st)) = self
+            .dir
+            .open_read(&self.history_name)
+            .map_err(|e| refuse(e.to_string()))?
+        else {
+            return Ok(Term(0));
+        };
+        let mut cache = self.floor.lock().unwrap();
+        let id = (st.st_dev, st.st_ino);
+        let size = st.st_size as u64;
+        let fresh = FloorCache {
+            file: Some(id),
+            ..FloorCache::default()
+        };
+        if cache.file != Some(id) || size < cache.offset {
+            *cache = fresh;
+        }
+        let mut f = f;
+        let (next, floor) = match scan_floor(&mut f, &cache) {
+            Ok(r) => r,
+            // Rewritten in place since we looked (same inode)? Read it all again once.
+            Err(_) if cache.offset > 0 => scan_floor(&mut f, &fresh).map_err(refuse)?,
+            Err(e) => return Err(refuse(e)),
+        };
+        *cache = next;
+        Ok(floor)
     }
 
     fn write_record(&self, rec: &LeaseRecord) -> Result<(), BackendError> {
         let mut bytes = serde_json::to_vec_pretty(rec).expect("record serializes");
         bytes.push(b'\n');
-        write_atomic(&self.dir, &self.lease_path, &bytes)
+        self.dir.write_atomic(&self.lease_name, &bytes)
     }
 
     fn append_history(&self, g: &Grant) -> Result<(), BackendError> {
         let mut line = serde_json::to_vec(g).expect("grant serializes");
         line.push(b'\n');
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.history_path)
-            .map_err(|e| io_err("cannot open", &self.history_path, e))?;
-        f.write_all(&line)
-            .and_then(|_| f.sync_data())
-            .map_err(|e| io_err("cannot append to", &self.history_path, e))
+        self.dir.append_line(&self.history_name, &line).map_err(|e| {
+            BackendError::Unavailable(format!(
+                "cannot record the grant of term {} in the leader history, so not granting it: {e}",
+                g.term
+            ))
+        })
+    }
+
+    /// The history's last [`HISTORY_TAIL`] bytes, for observers: lines that cannot be read are
+    /// skipped with a warning (once each).
+    fn read_history(&self) -> Result<Vec<Grant>, BackendError> {
+        let path = self.history_path();
+        let Some((mut f, st)) = self.dir.open_read(&self.history_name)? else {
+            return Ok(vec![]);
+        };
+        let size = st.st_size as u64;
+        let key: HistoryKey = (
+            st.st_dev,
+            st.st_ino,
+            st.st_mtime,
+            st.st_mtime_nsec as i64,
+            size,
+        );
+        if let Some((k, v)) = self.history_cache.lock().unwrap().as_ref()
+            && *k == key
+        {
+            return Ok(v.clone());
+        }
+        let start = size.saturating_sub(HISTORY_TAIL);
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| io_err("cannot read", &path, e))?;
+        let mut out = Vec::new();
+        let mut bad: Vec<(u64, String)> = Vec::new();
+        let mut first = start > 0;
+        scan_lines(f, start, &mut |off, line| {
+            if std::mem::take(&mut first) {
+                // Began mid-line: the rest of a line that is not shown.
+                return Ok(());
+            }
+            let b = match line {
+                Line::Complete(b) if b.iter().all(u8::is_ascii_whitespace) => return Ok(()),
+                Line::Complete(b) => b,
+                Line::TooLong => {
+                    bad.push((off, format!("over {MAX_LINE} bytes")));
+                    return Ok(());
+                }
+                Line::Torn(b) => b,
+            };
+            match serde_json::from_slice::<Grant>(b) {
+                Ok(g) => out.push(g),
+                Err(e) => bad.push((off, e.to_string())),
+            }
+            Ok(())
+        })
+        .map_err(|e| BackendError::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+        if start > 0 {
+            let mut w = self.warned_lines.lock().unwrap();
+            if w.insert(u64::MAX) {
+                tracing::warn!(
+                    "{} is {size} bytes: showing only the grants in its last {HISTORY_TAIL} bytes",
+                    path.display()
+                );
+            }
+        }
+        let mut w = self.warned_lines.lock().unwrap();
+        for (off, why) in bad {
+            if w.insert(off) {
+                tracing::warn!(
+                    "skipping an unreadable line of {} at byte {off}: {why}",
+                    path.display()
+                );
+            }
+        }
+        *self.history_cache.lock().unwrap() = Some((key, out.clone()));
+        Ok(out)
     }
 
     fn open_alive(&self) -> Result<File, BackendError> {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&self.alive_path)
-            .map_err(|e| io_err("cannot open", &self.alive_path, e))
+        self.dir.open_rw(&self.alive_name)
     }
 
     /// Tries to take the alive lock and write `term` into it.
@@ -247,7 +409,10 @@ impl Inner {
             .and_then(|_| f.seek(SeekFrom::Start(0)))
             .and_then(|_| f.write_all(term.0.to_string().as_bytes()));
         if let Err(e) = ok {
-            tracing::warn!("cannot write {}: {e}", self.alive_path.display());
+            tracing::warn!(
+                "cannot write {}: {e}",
+                self.dir.path().join(&self.alive_name).display()
+            );
         }
         Some(f)
     }
@@ -260,7 +425,8 @@ impl Inner {
         let mut w = self.waker.lock().unwrap();
         if w.is_none() {
             let (tx, rx) = mpsc::channel::<()>();
-            let path = self.alive_path.clone();
+            let dir = self.dir.clone();
+            let name = self.alive_name.clone();
             let notify = self.notify.clone();
             let armed = self.armed.clone();
             let freed_at = self.freed_at.clone();
@@ -268,13 +434,7 @@ impl Inner {
                 .name("crown-alive-waiter".into())
                 .spawn(move || {
                     while rx.recv().is_ok() {
-                        let Ok(f) = OpenOptions::new()
-                            .create(true)
-                            .truncate(false)
-                            .read(true)
-                            .write(true)
-                            .open(&path)
-                        else {
+                        let Ok(f) = dir.open_rw(&name) else {
                             armed.store(false, Ordering::SeqCst);
                             continue;
                         };
@@ -344,7 +504,7 @@ impl Inner {
             match f.try_lock() {
                 Ok(()) => {
                     let mut s = String::new();
-                    let _ = (&f).read_to_string(&mut s);
+                    let _ = (&f).take(64).read_to_string(&mut s);
                     if s.trim().parse::<u64>().ok() == Some(r.term.0) {
                         liveness = Liveness::HolderGone {
                             noticed_at: freed_at,
@@ -353,9 +513,10 @@ impl Inner {
                     probe = Some(f);
                 }
                 Err(TryLockError::WouldBlock) => holder_lock_held = true,
-                Err(TryLockError::Error(e)) => {
-                    tracing::warn!("cannot probe {}: {e}", self.alive_path.display())
-                }
+                Err(TryLockError::Error(e)) => tracing::warn!(
+                    "cannot probe {}: {e}",
+                    self.dir.path().join(&self.alive_name).display()
+                ),
             }
         }
         let r = lease::Request {
@@ -368,15 +529,14 @@ impl Inner {
         };
         let mut decision = lease::decide(&cur, observer, &r, liveness);
         if let lease::Decision::Acquire { .. } = decision {
-            decision = lease::above_history(decision, self.term_floor());
+            decision = lease::above_history(decision, self.term_floor()?);
         }
         let outcome = match decision {
             lease::Decision::Acquire { record, grant } => {
+                // No grant without its history line on disk: a later floor must see it.
+                self.append_history(&grant)?;
                 let alive = self.take_alive(probe.take(), record.term);
                 self.write_record(&record)?;
-                if let Err(e) = self.append_history(&grant) {
-                    tracing::warn!("{e}");
-                }
                 *self.alive.lock().unwrap() = alive;
                 Outcome::Acquired {
                     term: record.term,
@@ -405,6 +565,7 @@ impl Inner {
                 self.alive.lock().unwrap().take();
                 Outcome::Lost { leader }
             }
+            lease::Decision::Refuse { reason } => return Err(BackendError::Corrupt(reason)),
         };
         drop(probe);
         drop(lock);
@@ -422,73 +583,65 @@ impl Inner {
         drop(lock);
         res
     }
-}
 
-/// Reads the lease record: missing, corrupt (with a fingerprint), or a record.
-pub fn read_current(path: &Path) -> Result<Current, BackendError> {
-    match fs::read(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Current::Missing),
-        Err(e) => Err(io_err("cannot read", path, e)),
-        Ok(bytes) => match serde_json::from_slice::<LeaseRecord>(&bytes) {
-            Ok(r) => Ok(Current::Record(r)),
-            Err(e) => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                bytes.hash(&mut h);
-                let reason = if bytes.is_empty() {
-                    "file is empty".to_string()
-                } else {
-                    e.to_string()
-                };
-                Ok(Current::Corrupt {
-                    fingerprint: h.finish(),
-                    reason,
-                })
+    /// The members directory (created if `create`); `None` if missing.
+    fn members_dir(&self, create: bool) -> Result<Option<Arc<SafeDir>>, BackendError> {
+        let mut m = self.members.lock().unwrap();
+        if let Some(d) = m.as_ref() {
+            return Ok(Some(d.clone()));
+        }
+        let d = self.dir.subdir(&self.members_name, create)?.map(Arc::new);
+        m.clone_from(&d);
+        Ok(d)
+    }
+
+    fn members(&self) -> Result<Vec<Member>, BackendError> {
+        let Some(dir) = self.members_dir(false)? else {
+            return Ok(vec![]);
+        };
+        let mut out = Vec::new();
+        for name in dir.list()? {
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
             }
-        },
+            let p = dir.path().join(&name);
+            match dir.read_bounded(&name, MAX_RECORD) {
+                Ok(Some(Bounded::Data(b))) => match serde_json::from_slice::<Member>(&b) {
+                    Ok(m) => out.push(m),
+                    Err(e) => tracing::warn!("skipping unreadable heartbeat {}: {e}", p.display()),
+                },
+                Ok(Some(Bounded::TooBig { size, .. })) => tracing::warn!(
+                    "skipping heartbeat {}: {size} bytes, over the {MAX_RECORD}-byte limit",
+                    p.display()
+                ),
+                Ok(None) => {} // removed while we listed
+                Err(e) => tracing::warn!("skipping heartbeat: {e}"),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 }
 
-fn read_history(path: &Path) -> Result<Vec<Grant>, BackendError> {
-    let text = match fs::read_to_string(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(io_err("cannot read", path, e)),
-        Ok(t) => t,
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Grant>(line) {
-            Ok(g) => out.push(g),
-            Err(e) => tracing::warn!(
-                "skipping unreadable line {} of {}: {e}",
-                i + 1,
-                path.display()
-            ),
+/// Parses a lease record: corrupt (with a fingerprint) or a record.
+fn parse_record(bytes: &[u8]) -> Current {
+    use std::hash::{Hash, Hasher};
+    match serde_json::from_slice::<LeaseRecord>(bytes) {
+        Ok(r) => Current::Record(r),
+        Err(e) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            let reason = if bytes.is_empty() {
+                "file is empty".to_string()
+            } else {
+                e.to_string()
+            };
+            Current::Corrupt {
+                fingerprint: h.finish(),
+                reason,
+            }
         }
     }
-    Ok(out)
-}
-
-/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("crown");
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err("cannot write", path, e)
-    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -552,57 +705,32 @@ impl Backend for FileBackend {
         let inner = self.inner.clone();
         let m = member.clone();
         blocking(move || {
-            fs::create_dir_all(&inner.members_dir)
-                .map_err(|e| io_err("cannot create", &inner.members_dir, e))?;
-            let path = inner.members_dir.join(format!("{}.json", m.id));
+            validate_election_name(&m.id)?;
+            let dir = inner.members_dir(true)?.expect("created");
             let mut bytes = serde_json::to_vec(&m).expect("member serializes");
             bytes.push(b'\n');
-            write_atomic(&inner.members_dir, &path, &bytes)
+            dir.write_atomic(&format!("{}.json", m.id), &bytes)
         })
         .await
     }
 
     async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
-        let path = self.inner.members_dir.join(format!("{id}.json"));
-        blocking(move || match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("cannot remove", &path, e)),
-            _ => Ok(()),
+        let inner = self.inner.clone();
+        let name = format!("{id}.json");
+        blocking(move || match inner.members_dir(false)? {
+            Some(dir) => dir.remove(&name),
+            None => Ok(()),
         })
         .await
     }
 
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        let dir = self.inner.members_dir.clone();
-        blocking(move || {
-            let rd = match fs::read_dir(&dir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-                Err(e) => return Err(io_err("cannot list", &dir, e)),
-                Ok(rd) => rd,
-            };
-            let mut out = Vec::new();
-            for entry in rd.flatten() {
-                let p = entry.path();
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.') || !name.ends_with(".json") {
-                    continue;
-                }
-                match fs::read(&p).map(|b| serde_json::from_slice::<Member>(&b)) {
-                    Ok(Ok(m)) => out.push(m),
-                    Ok(Err(e)) => {
-                        tracing::warn!("skipping unreadable heartbeat {}: {e}", p.display())
-                    }
-                    Err(_) => {} // removed while we listed
-                }
-            }
-            out.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(out)
-        })
-        .await
+        let inner = self.inner.clone();
+        blocking(move || inner.members()).await
     }
 
     async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-        let path = self.inner.history_path.clone();
-        blocking(move || read_history(&path)).await
+        let inner = self.inner.clone();
+        blocking(move || inner.read_history()).await
     }
 }
