@@ -350,21 +350,32 @@ fn output_formats_yaml_wide_and_aligned_tables() {
         (status(d.path())["members"].as_array()?.len() == 2).then_some(())
     });
     for cmd in ["status", "history"] {
-        let (c, json, err) = crown(&[cmd, "--dir", dir, "-o", "json"]);
-        assert_eq!(c, 0, "{err}");
-        let (c, yaml, err) = crown(&[cmd, "--dir", dir, "-o", "yaml"]);
-        assert_eq!(c, 0, "{err}");
-        let mut j: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let mut y: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
-        // Heartbeat ages move between the two reads.
-        for v in [&mut j, &mut y] {
-            if let Some(ms) = v.get_mut("members").and_then(|m| m.as_array_mut()) {
-                for m in ms {
-                    m["heartbeat_age_ms"] = 0.into();
+        // A heartbeat or renewal may land between the two reads: retry the pair until none did.
+        let mut last = None;
+        for _ in 0..20 {
+            let (c, json, err) = crown(&[cmd, "--dir", dir, "-o", "json"]);
+            assert_eq!(c, 0, "{err}");
+            let (c, yaml, err) = crown(&[cmd, "--dir", dir, "-o", "yaml"]);
+            assert_eq!(c, 0, "{err}");
+            let mut j: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let mut y: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+            // Heartbeat ages move between the two reads.
+            for v in [&mut j, &mut y] {
+                if let Some(ms) = v.get_mut("members").and_then(|m| m.as_array_mut()) {
+                    for m in ms {
+                        m["heartbeat_age_ms"] = 0.into();
+                    }
                 }
             }
+            if j == y {
+                last = None;
+                break;
+            }
+            last = Some((yaml, json));
         }
-        assert_eq!(j, y, "{cmd}: yaml {yaml}\njson {json}");
+        if let Some((yaml, json)) = last {
+            panic!("{cmd}: yaml and json differ in 20 tries; last yaml {yaml}\njson {json}");
+        }
     }
     let (c, text, _) = crown(&["status", "--dir", dir]);
     assert_eq!(c, 0);
