@@ -320,6 +320,14 @@ fn status_and_history_never_hang_on_a_fifo() {
                 );
                 continue;
             }
+            if fifo != "crown.lease" && code == 0 {
+                // The file backend skips a heartbeat that is not a regular file: not a member.
+                assert!(
+                    took < Duration::from_secs(10) && out.contains("members   0"),
+                    "{cmd} with a FIFO {fifo}: exit 0 after {took:?}; stdout {out} stderr {err}"
+                );
+                continue;
+            }
             assert!(
                 code == 4 || code == 5,
                 "{cmd} with a FIFO {fifo}: exit {code} after {took:?}; stdout {out} stderr {err}"
