@@ -45,7 +45,7 @@ SMOKE := target/bench-smoke
 bench-smoke: ## every benchmark script with a few cycles (CI)
 	mkdir -p $(SMOKE)
 	python3 scripts/bench-failover.py --bin target/debug/crown --runs 5 --json $(SMOKE)/file.json
-	python3 scripts/bench-etcd.py --bin target/debug/crown --runs 5 --ctl-crash-runs 0 --json $(SMOKE)/etcd.json
+	python3 scripts/bench-etcd.py --bin target/debug/crown --runs 5 --ctl-crash-runs 0 --raft-runs 2 --json $(SMOKE)/etcd.json
 	python3 scripts/bench-kube.py --bin target/debug/crown --runs 3 --go-default-graceful-runs 2 --go-default-crash-runs 1 --cost-seconds 5 --json $(SMOKE)/kube.json
 	python3 scripts/bench-cost.py --bin target/debug/crown --seconds 5
 	python3 scripts/bench-scale.py --bin target/debug/crown --participants 20 --elections 2 --rounds 1 --steady-seconds 5

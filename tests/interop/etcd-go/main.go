@@ -8,6 +8,15 @@
 //	{"event":"session_lost","t_ns":...}        (the session lease expired; exits 3)
 //
 // Flags: --endpoints a,b,c --election NAME --id VALUE --ttl SECONDS
+//
+// With --watch-deletes PREFIX it campaigns not at all: it watches PREFIX and prints
+//
+//	{"event":"watching","t_ns":...}               (once the watch is established)
+//	{"event":"deleted","key":...,"rev":...,"t_ns":...}
+//
+// The watch does not require a raft leader (etcdctl watch does, and is cancelled by the server
+// while the cluster elects a new one), so it survives a raft-leader failure; the benchmarks time
+// key deletions with it.
 package main
 
 import (
@@ -37,6 +46,7 @@ func main() {
 	election := flag.String("election", "crown", "election key (prefix) as etcdctl elect takes it")
 	id := flag.String("id", "go", "value to campaign with")
 	ttl := flag.Int("ttl", 2, "session TTL in seconds")
+	watchDeletes := flag.String("watch-deletes", "", "watch this prefix and print its deletions")
 	flag.Parse()
 
 	cli, err := clientv3.New(clientv3.Config{
@@ -51,6 +61,10 @@ func main() {
 		os.Exit(2)
 	}
 	defer cli.Close()
+	if *watchDeletes != "" {
+		watch(cli, *watchDeletes)
+		return
+	}
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(*ttl))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "session:", err)
@@ -97,4 +111,23 @@ func main() {
 	}
 	s.Close()
 	emit(map[string]any{"event": "resigned"})
+}
+
+func watch(cli *clientv3.Client, prefix string) {
+	// The first response (the created notification) says the watch is registered.
+	wc := cli.Watch(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	for resp := range wc {
+		if resp.Created {
+			emit(map[string]any{"event": "watching"})
+		}
+		if err := resp.Err(); err != nil {
+			fmt.Fprintln(os.Stderr, "watch:", err)
+			os.Exit(2)
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				emit(map[string]any{"event": "deleted", "key": string(ev.Kv.Key), "rev": ev.Kv.ModRevision})
+			}
+		}
+	}
 }
