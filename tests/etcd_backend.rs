@@ -1130,3 +1130,79 @@ fn a_revoked_session_is_recorded_as_revoked() {
     assert_eq!(h[n - 1]["previous_end"], "revoked", "{h}");
     assert_eq!(h[n - 2]["ended"], "revoked", "{h}");
 }
+
+/// The dashboard's `r` on a leader it cannot signal: the resign request through the
+/// `…:resign` key, term-checked on both ends.
+#[test]
+fn a_resign_request_through_etcd_reaches_only_the_holder_of_that_term() {
+    use crown::backend::etcd::{EtcdBackend, EtcdOptions};
+    use crown::election::Term;
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let observer = rt
+        .block_on(EtcdBackend::connect(
+            EtcdOptions {
+                endpoints: eps.split(',').map(String::from).collect(),
+                prefix: String::new(),
+                election: "crown".into(),
+                cacert: None,
+                cert: None,
+                key: None,
+                user: None,
+                wait: Duration::from_secs(5),
+                history_limit: 1000,
+            },
+            None,
+        ))
+        .unwrap();
+    let ask = |term: u64| rt.block_on(observer.request_resign(Term(term)));
+    let nobody = ask(1).unwrap_err().to_string();
+    assert!(nobody.contains("nobody to ask"), "{nobody}");
+
+    let mut a = spawn(&eps, "a");
+    let ta = leader_term(&a);
+    let mut b = spawn(&eps, "b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(ta)
+    });
+    // A request for another term is refused, and the leader keeps leading.
+    let other = ask(ta + 1).unwrap_err().to_string();
+    assert!(
+        other.contains(&format!("term {} is over", ta + 1)),
+        "{other}"
+    );
+    // Junk in the key is no request (a leader never parses it as one).
+    e.etcdctl(&["put", "crown:resign", &format!("{ta}\n")]);
+    e.etcdctl(&["put", "crown:resign", "x"]);
+    ask(ta).unwrap();
+    let stop = a.wait_for("a resigns on the request", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(ta)
+    });
+    assert!(
+        !a.lines()
+            .iter()
+            .any(|l| l.event() == "stopped_leading" && l.at < stop.at),
+        "a stepped down before the request"
+    );
+    let tb = b
+        .wait_for("b takes over", T, |l| became(l) && l.term() > Some(ta))
+        .term()
+        .unwrap();
+    // The same request again names a term that is over: refused; nobody acts on it.
+    let stale = ask(ta).unwrap_err().to_string();
+    assert!(stale.contains(&format!("term {ta} is over")), "{stale}");
+    assert_eq!(a.lines().iter().filter(|l| became(l)).count(), 1);
+    // A foreign leader (etcdctl elect) would never read the key: refused, saying so.
+    a.signal(Signal::SIGTERM);
+    b.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit(T), Some(0));
+    assert_eq!(b.wait_exit(T), Some(0));
+    let ctl = e.elect("crown", "ctl");
+    eventually("etcdctl elected", T, || ctl.elected().then_some(()));
+    let s = json_of("status", &eps);
+    let tc = s["leader"]["term"].as_u64().unwrap();
+    assert!(tc > tb);
+    let foreign = ask(tc).unwrap_err().to_string();
+    assert!(foreign.contains("not a crown participant"), "{foreign}");
+}

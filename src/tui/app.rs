@@ -15,6 +15,8 @@ use super::state::{
     KillPlan, LogKind, LogLine, PodKill, Reach, ResignPlan, Snapshot, State, Target,
 };
 use super::terminal::TerminalGuard;
+use crate::backend::BackendError;
+use crate::backend::etcd::EtcdBackend;
 use crate::backend::kube::KubeBackend;
 use crate::backend::{Backend, LeaseView};
 use crate::election::Term;
@@ -169,8 +171,29 @@ pub enum Done {
     Failed(String),
 }
 
+/// The client through which the dashboard acts on a leader it cannot signal.
+#[derive(Clone)]
+pub enum Remote {
+    /// Kubernetes: `k` deletes the leader's Pod, `r` annotates the Lease.
+    Kube(Arc<KubeBackend>),
+    /// etcd: `r` writes the resign key.
+    Etcd(Arc<EtcdBackend>),
+}
+
+impl Remote {
+    async fn request_resign(&self, term: Term) -> Result<(), BackendError> {
+        match self {
+            Remote::Kube(k) => k.request_resign(term).await,
+            Remote::Etcd(e) => e.request_resign(term).await,
+        }
+    }
+}
+
 /// Deletes the leader's Pod (or finds it has none and a local fallback applies).
-async fn delete_pod(kube: &KubeBackend, k: PodKill) -> Done {
+async fn delete_pod(remote: &Remote, k: PodKill) -> Done {
+    let Remote::Kube(kube) = remote else {
+        return Done::Failed("k: Pods exist only on Kubernetes".into());
+    };
     if let Some(t) = k.fallback {
         match kube.pod_exists(&k.holder).await {
             Ok(false) => return Done::NoPod(t),
@@ -196,7 +219,7 @@ impl Drop for AbortOnDrop {
 /// The dashboard and what it controls.
 pub struct App {
     backend: Arc<dyn Backend>,
-    kube: Option<Arc<KubeBackend>>,
+    remote: Option<Remote>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: Option<mpsc::UnboundedReceiver<Done>>,
     /// What is shown.
@@ -211,7 +234,7 @@ impl App {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         App {
             backend,
-            kube: None,
+            remote: None,
             done_tx,
             done_rx: Some(done_rx),
             state,
@@ -223,26 +246,35 @@ impl App {
     /// On Kubernetes: `k` deletes the leader's Pod and `r` asks it to resign through `kube`
     /// (the same backend the dashboard reads).
     pub fn with_kube(mut self, kube: Arc<KubeBackend>) -> Self {
-        self.kube = Some(kube);
+        self.remote = Some(Remote::Kube(kube));
         self.state.reach = Reach::Kube;
+        self
+    }
+
+    /// On etcd: `r` asks a leader this host cannot signal to resign through `etcd`.
+    pub fn with_etcd(mut self, etcd: Arc<EtcdBackend>) -> Self {
+        self.remote = Some(Remote::Etcd(etcd));
+        self.state.reach = Reach::Etcd;
         self
     }
 
     /// Runs a backend action in its own task (the loop never waits for the apiserver); its
     /// result comes back as [`Done`].
-    fn spawn_remote<F>(&mut self, what: String, f: impl FnOnce(Arc<KubeBackend>) -> F)
+    fn spawn_remote<F>(&mut self, what: String, f: impl FnOnce(Remote) -> F)
     where
         F: Future<Output = Done> + Send + 'static,
     {
-        let Some(kube) = self.kube.clone() else {
-            self.state
-                .log(LogKind::Error, format!("{what}: no Kubernetes client"));
+        let Some(remote) = self.remote.clone() else {
+            self.state.log(
+                LogKind::Error,
+                format!("{what}: no client to reach the leader"),
+            );
             return;
         };
         self.state.log(LogKind::Action, format!("{what}…"));
         self.state.pending = Some(what);
         let tx = self.done_tx.clone();
-        let fut = f(kube);
+        let fut = f(remote);
         tokio::spawn(async move {
             let _ = tx.send(fut.await);
         });
@@ -335,7 +367,7 @@ impl App {
             Action::ConfirmKill => {
                 if let Some(k) = self.state.confirm_pod.take() {
                     let what = format!("deleting Pod {} (leader in term {})", k.holder, k.term);
-                    self.spawn_remote(what, move |kube| async move { delete_pod(&kube, k).await });
+                    self.spawn_remote(what, move |r| async move { delete_pod(&r, k).await });
                 }
                 if let Some(t) = self.state.confirm_kill.take() {
                     let what = format!("kill -9 {} (pid {})", t.id, t.pid);
@@ -375,8 +407,8 @@ impl App {
                 }
                 Ok(ResignPlan::Request { holder, term }) => {
                     let what = format!("asking {holder} to resign term {term}");
-                    self.spawn_remote(what, move |kube| async move {
-                        match kube.request_resign(term).await {
+                    self.spawn_remote(what, move |r| async move {
+                        match r.request_resign(term).await {
                             Ok(()) => Done::ResignRequested { holder, term },
                             Err(e) => Done::Failed(format!("r: refused: {e}")),
                         }

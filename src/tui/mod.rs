@@ -166,9 +166,9 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
         None => default_log_path()?,
     };
     init_file_logging(&log)?;
-    // On Kubernetes the dashboard keeps the concrete client: `k` and `r` act through it.
-    let (backend, kube): (Arc<dyn crate::backend::Backend>, _) =
-        if args.backend.backend == BackendKind::Kube {
+    // On Kubernetes and etcd the dashboard keeps the concrete client: `k`/`r` act through it.
+    let (backend, remote): (Arc<dyn crate::backend::Backend>, _) = match args.backend.backend {
+        BackendKind::Kube => {
             let me = crate::election::Identity {
                 id: String::new(),
                 pid: std::process::id(),
@@ -184,10 +184,20 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
                 )
                 .await?,
             );
-            (k.clone(), Some(k))
-        } else {
-            (participant::observe_backend(&args.backend).await?, None)
-        };
+            (k.clone(), Some(app::Remote::Kube(k)))
+        }
+        BackendKind::Etcd => {
+            let e = Arc::new(
+                crate::backend::etcd::EtcdBackend::connect(
+                    participant::etcd_options(&args.backend)?,
+                    None,
+                )
+                .await?,
+            );
+            (e.clone(), Some(app::Remote::Etcd(e)))
+        }
+        BackendKind::File => (participant::observe_backend(&args.backend).await?, None),
+    };
     let mut state = new_state(
         &args.backend.election,
         format!("{} {}", backend.kind(), args.backend.location()),
@@ -204,8 +214,10 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
         BackendKind::File => state::Reach::Local,
     };
     let mut app = App::new(backend, state, None);
-    if let Some(k) = kube {
-        app = app.with_kube(k);
+    match remote {
+        Some(app::Remote::Kube(k)) => app = app.with_kube(k),
+        Some(app::Remote::Etcd(e)) => app = app.with_etcd(e),
+        None => {}
     }
     app.run(
         Options {

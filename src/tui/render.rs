@@ -496,10 +496,10 @@ fn render_help(f: &mut Frame, s: &State, area: Rect) {
         Line::from("  p      pause the leader (SIGSTOP); p again resumes it (SIGCONT)"),
         Line::from("         past the lease duration a follower takes over in a higher"),
         Line::from("         term; on resume the old leader steps down without acting"),
-        Line::from(if s.reach == Reach::Kube {
-            "  r      ask the leader to resign (annotation on the Lease, its term)"
-        } else {
-            "  r      ask the leader to resign (SIGUSR1)"
+        Line::from(match s.reach {
+            Reach::Kube => "  r      ask the leader to resign (annotation on the Lease, its term)",
+            Reach::Etcd => "  r      ask the leader to resign (SIGUSR1 here, else the resign key)",
+            Reach::Local => "  r      ask the leader to resign (SIGUSR1)",
         }),
         Line::from("  n      start another participant (crown demo only)"),
         Line::from("  ?      this help            q, Esc, Ctrl-C   quit"),

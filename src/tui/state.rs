@@ -34,7 +34,8 @@ pub enum Reach {
     /// Kubernetes: `k` deletes the leader's Pod, `r` asks it to resign through the Lease;
     /// `p` is local only.
     Kube,
-    /// etcd: signals to local processes only, for now; `p` says it is local only.
+    /// etcd: `r` asks a leader on another host to resign through the `…:resign` key (SIGUSR1
+    /// to a confirmed local one); `k` and `p` are local only and say so.
     Etcd,
 }
 
@@ -677,30 +678,34 @@ impl State {
     }
 
     /// What `r` does. On Kubernetes always the resign request on the Lease (it reaches the
-    /// holder wherever it runs, names the term, and a stale one is ignored), never SIGUSR1.
+    /// holder wherever it runs, names the term, and a stale one is ignored), never SIGUSR1. On
+    /// etcd SIGUSR1 to a confirmed process on this host, else the resign request through the
+    /// `…:resign` key (a crown leader anywhere honours it; etcd refuses it for a foreign one).
     pub fn resign_plan(&self) -> Result<ResignPlan, String> {
-        match self.reach {
-            Reach::Kube => {
-                if let Some(p) = &self.pending {
-                    return Err(format!("waiting for {p}"));
-                }
-                let Some(l) = &self.leader else {
-                    return Err("no leader".into());
-                };
-                if let Some(p) = &self.paused
-                    && p.id == l.id
-                {
-                    return Err("leader is paused".into());
-                }
-                Ok(ResignPlan::Request {
-                    holder: l.id.clone(),
-                    term: l.term,
-                })
+        let request = || {
+            if let Some(p) = &self.pending {
+                return Err(format!("waiting for {p}"));
             }
-            Reach::Etcd => self
-                .resign_target()
-                .map(ResignPlan::Signal)
-                .map_err(|w| self.local_only(w)),
+            let Some(l) = &self.leader else {
+                return Err("no leader".into());
+            };
+            if let Some(p) = &self.paused
+                && p.id == l.id
+            {
+                return Err("leader is paused".into());
+            }
+            Ok(ResignPlan::Request {
+                holder: l.id.clone(),
+                term: l.term,
+            })
+        };
+        match self.reach {
+            Reach::Kube => request(),
+            Reach::Etcd => match self.resign_target() {
+                Ok(t) => Ok(ResignPlan::Signal(t)),
+                Err(why) if self.paused.is_some() => Err(why),
+                Err(_) => request(),
+            },
             Reach::Local => self.resign_target().map(ResignPlan::Signal),
         }
     }
@@ -1147,15 +1152,25 @@ pub(crate) mod tests {
         assert_eq!(s.resign_plan(), Err(busy));
         assert!(s.pause_target().is_ok(), "p is local and never waits");
 
-        // Etcd (for now): signals to local confirmed processes only, saying so.
+        // Etcd: k and p signal local confirmed processes only, saying so; r asks a leader
+        // elsewhere through the resign key, a local one by SIGUSR1.
         let mut s = state();
         s.reach = Reach::Etcd;
         leader_at(&mut s, false);
         assert_eq!(s.kill_plan(), Err("leader on node-a; local only".into()));
-        assert_eq!(s.resign_plan(), Err("leader on node-a; local only".into()));
+        assert_eq!(s.resign_plan(), request);
         assert_eq!(s.pause_target(), Err("leader on node-a; local only".into()));
+        s.pending = Some("asking p1 to resign term 4".into());
+        assert_eq!(
+            s.resign_plan(),
+            Err("waiting for asking p1 to resign term 4".into())
+        );
+        s.pending = None;
         leader_at(&mut s, true);
         assert_eq!(s.kill_plan(), Ok(KillPlan::Signal(target("p1", 101))));
+        assert_eq!(s.resign_plan(), Ok(ResignPlan::Signal(target("p1", 101))));
+        s.paused = Some(target("p1", 101));
+        assert_eq!(s.resign_plan(), Err("leader is paused".into()));
     }
 
     #[test]

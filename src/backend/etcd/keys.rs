@@ -43,6 +43,7 @@ pub(crate) struct Keys {
     pub(crate) history: String,
     pub(crate) floor: String,
     pub(crate) released: String,
+    pub(crate) resign: String,
 }
 
 impl Keys {
@@ -56,6 +57,7 @@ impl Keys {
             history: format!("{aux}history:"),
             floor: format!("{aux}floor"),
             released: format!("{aux}released"),
+            resign: format!("{aux}resign"),
         }
     }
 
@@ -85,7 +87,13 @@ mod tests {
         for prefix in ["", "election/", "x."] {
             for a in names {
                 let k = Keys::new(prefix, a);
-                for aux in [k.member("p-1"), k.history(Term(7)), k.floor, k.released] {
+                for aux in [
+                    k.member("p-1"),
+                    k.history(Term(7)),
+                    k.floor,
+                    k.released,
+                    k.resign,
+                ] {
                     for b in names {
                         let other = Keys::new(prefix, b);
                         assert!(

@@ -194,6 +194,13 @@ impl Backend for EtcdBackend {
         self.inner.notify.notified().await
     }
 
+    async fn resign_requested(&self, term: Term) {
+        let mut rx = self.inner.resign.subscribe();
+        if rx.wait_for(|v| *v == Some(term.0)).await.is_err() {
+            std::future::pending::<()>().await
+        }
+    }
+
     async fn lease(&self) -> Result<LeaseView, BackendError> {
         let (Some(l), _) = self.inner.read_leader(OP_TIMEOUT).await? else {
             return Ok(match self.inner.released().await {

@@ -15,7 +15,9 @@
 //!     foreign), the last `--etcd-history-limit` kept;
 //!   - `…:floor`: the highest term compacted out of the history (20 digits);
 //!   - `…:released`: `{"term","holder","at"}` of the last graceful resign by crown, written in
-//!     the transaction that deletes the leader key.
+//!     the transaction that deletes the leader key;
+//!   - `…:resign`: the term whose holder is asked to resign (the dashboard's `r`; see
+//!     `requests.rs`).
 //!
 //! **Term** (the fencing token) = the create revision of the leader key, as etcd advises for
 //! fencing: a successor's key was created after the key it follows (that one had the lowest
@@ -67,6 +69,7 @@ mod history;
 mod keys;
 mod lease;
 mod members;
+mod requests;
 mod session;
 
 pub use keys::validate_prefix;
@@ -87,6 +90,8 @@ use tokio::sync::{Notify, watch};
 pub const HISTORY_LIMIT: usize = 1000;
 /// Bound of one etcd call when the caller gives no deadline.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before watching `…:resign` again after its watch ended.
+const RETRY_PAUSE_REQUESTS: Duration = Duration::from_millis(200);
 
 /// How to reach etcd and which election to use.
 #[derive(Clone, Debug)]
@@ -137,6 +142,8 @@ pub(crate) struct Inner {
     old_sessions: Mutex<Vec<i64>>,
     seen: Mutex<Seen>,
     watching: std::sync::atomic::AtomicBool,
+    /// The term named by `…:resign`, as last read or watched.
+    resign: watch::Sender<Option<u64>>,
 }
 
 impl std::ops::Deref for Inner {
@@ -222,6 +229,7 @@ impl EtcdBackend {
             old_sessions: Mutex::new(vec![]),
             seen: Mutex::new(Seen::default()),
             watching: std::sync::atomic::AtomicBool::new(false),
+            resign: watch::channel(None).0,
         };
         let b = EtcdBackend {
             inner: Arc::new(inner),
@@ -244,6 +252,8 @@ impl EtcdBackend {
         }
         let inner = self.inner.clone();
         tokio::spawn(async move { inner.watch_loop().await });
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.resign_loop().await });
     }
 
     fn timings(&self, req: &AcquireRequest) -> Timings {
