@@ -1206,3 +1206,54 @@ fn a_resign_request_through_etcd_reaches_only_the_holder_of_that_term() {
     let foreign = ask(tc).unwrap_err().to_string();
     assert!(foreign.contains("not a crown participant"), "{foreign}");
 }
+
+/// A leader cut off from etcd whose session an operator revokes (or the dashboard's `k`)
+/// keeps acting until its renew deadline: its successor must not lead before it stopped.
+#[test]
+fn a_revoked_leader_that_cannot_notice_has_stopped_before_its_successor_leads() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let proxy = Proxy::start(e.port(0));
+    let a = spawn(&proxy.endpoint(), "a");
+    let ta = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(ta)
+    });
+    // b has verified a as a crown leader and read its lease's TTL (every retry period).
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = e.etcdctl(&[
+        "get",
+        "--prefix",
+        "crown/",
+        "--sort-by=CREATE",
+        "--order=ASCEND",
+        "--limit=1",
+        "-w",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let lease = format!("{:x}", v["kvs"][0]["lease"].as_i64().unwrap());
+    proxy.block();
+    let revoked = Instant::now();
+    let _ = e.etcdctl(&["lease", "revoke", &lease]);
+    let down = a.wait_for("a steps down at its renew deadline", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(ta)
+    });
+    let up = b.wait_for("b takes over", T, |l| became(l) && l.term() > Some(ta));
+    assert!(
+        down.at < up.at,
+        "a (cut off) stopped {:?} after the revoke, b led {:?} after it",
+        down.at.duration_since(revoked),
+        up.at.saturating_duration_since(revoked)
+    );
+    // Generous: b waits out a's TTL (2 s) from the deletion, nothing like a hang.
+    assert!(up.at.duration_since(revoked) < Duration::from_secs(10));
+    proxy.heal();
+    let h = eventually("b's grant with a's end", T, || {
+        let h = json_of("history", &eps);
+        let last = h.as_array().unwrap().last().cloned()?;
+        (last["holder"] == "b" && !last["previous_end"].is_null()).then_some(last)
+    });
+    assert_eq!(h["previous_end"], "revoked", "{h}");
+}

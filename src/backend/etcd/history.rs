@@ -44,8 +44,15 @@ pub(crate) struct Seen {
     none_since: Option<Timestamp>,
     /// The last TTL read of the leader's lease: (lease, when, seconds left).
     ttl: Option<(i64, Instant, i64)>,
+    /// The TTL granted to that lease when it was last read: (lease, seconds).
+    granted: Option<(i64, i64)>,
     /// The last leader key we saw deleted, when, and how it ended (once classified).
     ended: Option<(LeaderKv, Timestamp, Option<EndKind>)>,
+    /// When (on the monotonic clock) that deletion was seen: (key, instant).
+    ended_at: Option<(String, Instant)>,
+    /// The session lease of the last leader verified as a crown participant (its heartbeat
+    /// names the lease).
+    pub(super) crown_lease: Option<i64>,
 }
 
 impl Inner {
@@ -73,6 +80,7 @@ impl Inner {
                 let prev = prev.clone();
                 let now = Timestamp::now();
                 s.ended = Some((prev.clone(), now, None));
+                s.ended_at = Some((prev.key.clone(), Instant::now()));
                 self.classify_in_background(prev);
                 Some(now)
             }
@@ -93,6 +101,7 @@ impl Inner {
                 Some(l) if l.key.as_bytes() == key => {
                     let l = l.clone();
                     s.ended = Some((l.clone(), Timestamp::now(), None));
+                    s.ended_at = Some((l.key.clone(), Instant::now()));
                     s.leader = None;
                     s.none_since = Some(Timestamp::now());
                     l
@@ -125,17 +134,78 @@ impl Inner {
         if ttl > 0 || self.released().await.is_some_and(|r| r.term == prev.term()) {
             return EndKind::Released;
         }
-        let seen = self.seen.lock().unwrap().ttl;
-        match seen {
+        // Revoked: by the last TTL read (`when + left` never exceeds the real expiry: etcd
+        // rounds the seconds left down), the lease had time left when its key went.
+        let s = self.seen.lock().unwrap();
+        let deleted = match &s.ended_at {
+            Some((key, at)) if *key == prev.key => *at,
+            _ => Instant::now(),
+        };
+        match s.ttl {
             Some((lease, when, left))
                 if lease == prev.lease
-                    && when + Duration::from_secs(left.max(0) as u64)
-                        > Instant::now() + Duration::from_secs(1) =>
+                    && when + Duration::from_secs(left.max(0) as u64) > deleted =>
             {
                 EndKind::Revoked
             }
             _ => EndKind::Expired,
         }
+    }
+
+    /// After our campaign won in `our_rev`: until when we must not act yet. The leader before
+    /// us may still be acting if it was a crown participant whose session lease ended before
+    /// it could run out (revoked by an operator, or the dashboard's `k`) while it could not
+    /// notice (cut off from etcd, paused): it stops by its renew deadline, counted from its
+    /// last keep-alive, which was sent before the deletion we saw and is shorter than its
+    /// lease's TTL. So we wait until the deletion + that TTL (the granted TTL last read; our
+    /// own lease duration if we never read it). A released term (crown's resign record, or the
+    /// key deleted while its lease lived on), a lease that ran out by the TTL we last read,
+    /// and a foreign leader (it runs no crown child; Go's `Election` does not wait either)
+    /// cost nothing.
+    pub(super) async fn predecessor_hold(
+        &self,
+        our_rev: i64,
+        own_ttl: Duration,
+    ) -> Option<Instant> {
+        let (prev, seen_at, expiry, granted) = {
+            let s = self.seen.lock().unwrap();
+            let (prev, _, _) = s.ended.as_ref()?;
+            let (key, at) = s.ended_at.as_ref()?;
+            if prev.rev >= our_rev || *key != prev.key || s.crown_lease != Some(prev.lease) {
+                return None;
+            }
+            let granted = s
+                .granted
+                .filter(|(lease, g)| *lease == prev.lease && *g > 0)
+                .map(|(_, g)| Duration::from_secs(g as u64));
+            // The expiry the last TTL read predicts: it holds unless the holder kept the lease
+            // alive after that read, which could not have run out before read + TTL.
+            let expiry = match s.ttl {
+                Some((lease, when, left))
+                    if lease == prev.lease
+                        && at.duration_since(when) < granted.unwrap_or(own_ttl) =>
+                {
+                    Some(when + Duration::from_secs(left.max(0) as u64))
+                }
+                _ => None,
+            };
+            (prev.clone(), *at, expiry, granted)
+        };
+        // It ran out as the TTL we read said it would: an expiry (a crash, or cut off).
+        if expiry.is_some_and(|e| e <= seen_at) {
+            return None;
+        }
+        if self.released().await.is_some_and(|r| r.term == prev.term()) {
+            return None;
+        }
+        let alive = call!(self, "lease ttl", OP_TIMEOUT, |c| c
+            .lease_time_to_live(prev.lease, None))
+        .map(|r| r.ttl() > 0)
+        .unwrap_or(false);
+        if alive {
+            return None;
+        }
+        Some(seen_at + granted.unwrap_or(own_ttl))
     }
 
     /// Reads how long the leader's lease has left (for telling revoked from expired later).
@@ -149,11 +219,14 @@ impl Inner {
         if fresh || l.lease == 0 {
             return;
         }
-        let when = Instant::now();
         if let Ok(r) = call!(self, "lease ttl", OP_TIMEOUT, |c| c
             .lease_time_to_live(l.lease, None))
         {
-            self.seen.lock().unwrap().ttl = Some((l.lease, when, r.ttl()));
+            // Taken when the answer is here: `when + left` is then an upper bound of the
+            // lease's expiry as etcd computed it (up to the whole second etcd rounds to).
+            let mut s = self.seen.lock().unwrap();
+            s.ttl = Some((l.lease, Instant::now(), r.ttl()));
+            s.granted = Some((l.lease, r.granted_ttl()));
         }
     }
 

@@ -33,6 +33,12 @@ impl EtcdBackend {
                     .first()
                     .is_some_and(|kv| kv.create_revision() == *rev && kv.lease() == *lease);
                 if ours {
+                    if let Some(wait) = self.hold(req, *rev).await {
+                        return Ok(Outcome::Following {
+                            leader: None,
+                            recheck_in: Some(wait),
+                        });
+                    }
                     let term = Term(*rev as u64);
                     let grant = Grant {
                         term,
@@ -103,6 +109,35 @@ impl EtcdBackend {
             leader: None,
             recheck_in: None,
         })
+    }
+
+    /// How long our won campaign must still wait before acting (the leader before us may
+    /// not have noticed that its session was revoked); `None` once we may act.
+    async fn hold(&self, req: &AcquireRequest, rev: i64) -> Option<Duration> {
+        let stored = *self.inner.hold.lock().unwrap();
+        let until = match stored {
+            Some((r, until)) if r == rev => until,
+            _ => {
+                let until = self
+                    .inner
+                    .predecessor_hold(rev, req.lease_duration)
+                    .await
+                    .unwrap_or_else(Instant::now);
+                *self.inner.hold.lock().unwrap() = Some((rev, until));
+                let wait = until.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    tracing::info!(
+                        id = %self.inner.id(),
+                        "[{}] campaign won, but the previous leader's session was revoked before it ran out: waiting {} ms (its lease's TTL) so that it has stopped acting",
+                        self.inner.id(),
+                        wait.as_millis()
+                    );
+                }
+                until
+            }
+        };
+        let wait = until.saturating_duration_since(Instant::now());
+        (!wait.is_zero()).then_some(wait)
     }
 
     async fn renew(&self, req: &AcquireRequest, term: Term) -> Result<Outcome, BackendError> {

@@ -144,6 +144,9 @@ pub(crate) struct Inner {
     watching: std::sync::atomic::AtomicBool,
     /// The term named by `…:resign`, as last read or watched.
     resign: watch::Sender<Option<u64>>,
+    /// Our campaign won in this revision but must not act before this instant (see
+    /// `history::predecessor_hold`).
+    hold: Mutex<Option<(i64, tokio::time::Instant)>>,
 }
 
 impl std::ops::Deref for Inner {
@@ -230,6 +233,7 @@ impl EtcdBackend {
             seen: Mutex::new(Seen::default()),
             watching: std::sync::atomic::AtomicBool::new(false),
             resign: watch::channel(None).0,
+            hold: Mutex::new(None),
         };
         let b = EtcdBackend {
             inner: Arc::new(inner),
@@ -319,7 +323,11 @@ impl Inner {
 
     async fn leader_info(&self, l: &LeaderKv, limit: Duration) -> LeaderInfo {
         let since = self.grant_of(l.term()).await.map(|g| g.acquired_at);
-        match self.holder(l, limit).await {
+        let holder = self.holder(l, limit).await;
+        if let Holder::Crown(_) = &holder {
+            self.seen.lock().unwrap().crown_lease = Some(l.lease);
+        }
+        match holder {
             Holder::Crown(m) => LeaderInfo {
                 id: m.id,
                 term: l.term(),
