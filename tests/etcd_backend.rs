@@ -1257,3 +1257,61 @@ fn a_revoked_leader_that_cannot_notice_has_stopped_before_its_successor_leads() 
     });
     assert_eq!(h["previous_end"], "revoked", "{h}");
 }
+
+/// The dashboard's `k` on a leader it cannot signal: its session is revoked; the leader
+/// stops, its successor waits out the lease and leads in a higher term.
+#[test]
+fn revoking_the_leaders_session_is_a_remote_crash_that_stays_safe() {
+    use crown::backend::etcd::{EtcdBackend, EtcdOptions};
+    use crown::election::Term;
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let observer = rt
+        .block_on(EtcdBackend::connect(
+            EtcdOptions {
+                endpoints: eps.split(',').map(String::from).collect(),
+                prefix: String::new(),
+                election: "crown".into(),
+                cacert: None,
+                cert: None,
+                key: None,
+                user: None,
+                wait: Duration::from_secs(5),
+                history_limit: 1000,
+            },
+            None,
+        ))
+        .unwrap();
+    let a = spawn(&eps, "a");
+    let ta = leader_term(&a);
+    let b = spawn(&eps, "b");
+    b.wait_for("b follows a", T, |l| {
+        l.event() == "follower" && l.term() == Some(ta)
+    });
+    let wrong = rt
+        .block_on(observer.revoke_leader("b", Term(ta)))
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("no longer leads"), "{wrong}");
+    let stale = rt
+        .block_on(observer.revoke_leader("a", Term(ta - 1)))
+        .unwrap_err()
+        .to_string();
+    assert!(stale.contains("no longer leads"), "{stale}");
+    let t0 = Instant::now();
+    rt.block_on(observer.revoke_leader("a", Term(ta))).unwrap();
+    let down = a.wait_for("a stops leading", T, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(ta)
+    });
+    let up = eventually("a new leader", T, || {
+        [&a, &b].iter().find_map(|p| {
+            p.lines()
+                .into_iter()
+                .find(|l| became(l) && l.term() > Some(ta))
+        })
+    });
+    assert!(down.at < up.at, "the successor led before a stopped");
+    assert!(up.at.duration_since(t0) < Duration::from_secs(10));
+    assert_one_leader_at_a_time(&[&a, &b], &[None, None]);
+}

@@ -160,6 +160,15 @@ pub enum Done {
     },
     /// The holder names no Pod: SIGKILL its confirmed local process instead.
     NoPod(Target),
+    /// The leader's etcd session lease was revoked.
+    SessionRevoked {
+        /// The leader.
+        holder: String,
+        /// Its term.
+        term: Term,
+        /// The lease (hex).
+        lease: String,
+    },
     /// The resign request was written on the Lease.
     ResignRequested {
         /// The leader asked.
@@ -204,6 +213,21 @@ async fn delete_pod(remote: &Remote, k: PodKill) -> Done {
     match kube.delete_leader_pod(&k.holder, k.term).await {
         Ok(pod) => Done::PodDeleted { pod, term: k.term },
         Err(e) => Done::Failed(format!("k: refused to delete Pod {}: {e}", k.holder)),
+    }
+}
+
+/// Revokes the etcd session of the leader in `k`.
+async fn revoke_session(remote: &Remote, k: PodKill) -> Done {
+    let Remote::Etcd(etcd) = remote else {
+        return Done::Failed("k: sessions exist only on etcd".into());
+    };
+    match etcd.revoke_leader(&k.holder, k.term).await {
+        Ok(lease) => Done::SessionRevoked {
+            holder: k.holder,
+            term: k.term,
+            lease,
+        },
+        Err(e) => Done::Failed(format!("k: refused to revoke {}'s session: {e}", k.holder)),
     }
 }
 
@@ -289,6 +313,16 @@ impl App {
                 LogKind::Action,
                 format!("deleted Pod {pod} (leader in term {term}); a follower takes over"),
             ),
+            Done::SessionRevoked {
+                holder,
+                term,
+                lease,
+            } => self.state.log(
+                LogKind::Action,
+                format!(
+                    "revoked lease {lease} of {holder} (leader in term {term}); a follower takes over once that lease's TTL has passed"
+                ),
+            ),
             Done::NoPod(t) => {
                 let what = format!("kill -9 {} (pid {}): it runs in no Pod", t.id, t.pid);
                 if self.send(&t, Signal::SIGKILL, &what)
@@ -351,7 +385,9 @@ impl App {
             Action::ToggleHelp => self.state.help = !self.state.help,
             Action::AskKill => match self.state.kill_plan() {
                 Ok(KillPlan::Signal(t)) => self.state.confirm_kill = Some(t),
-                Ok(KillPlan::DeletePod(k)) => self.state.confirm_pod = Some(k),
+                Ok(KillPlan::DeletePod(k) | KillPlan::RevokeSession(k)) => {
+                    self.state.confirm_pod = Some(k)
+                }
                 Err(why) => self.state.log(LogKind::Warn, format!("k: {why}")),
             },
             Action::CancelKill => {
@@ -360,14 +396,30 @@ impl App {
                         .log(LogKind::Info, format!("kill {} cancelled", t.id));
                 }
                 if let Some(k) = self.state.confirm_pod.take() {
+                    let what = if self.state.reach == Reach::Etcd {
+                        "revoke the session of"
+                    } else {
+                        "delete Pod"
+                    };
                     self.state
-                        .log(LogKind::Info, format!("delete Pod {} cancelled", k.holder));
+                        .log(LogKind::Info, format!("{what} {} cancelled", k.holder));
                 }
             }
             Action::ConfirmKill => {
                 if let Some(k) = self.state.confirm_pod.take() {
-                    let what = format!("deleting Pod {} (leader in term {})", k.holder, k.term);
-                    self.spawn_remote(what, move |r| async move { delete_pod(&r, k).await });
+                    if self.state.reach == Reach::Etcd {
+                        let what = format!(
+                            "revoking the session of {} (leader in term {})",
+                            k.holder, k.term
+                        );
+                        self.spawn_remote(
+                            what,
+                            move |r| async move { revoke_session(&r, k).await },
+                        );
+                    } else {
+                        let what = format!("deleting Pod {} (leader in term {})", k.holder, k.term);
+                        self.spawn_remote(what, move |r| async move { delete_pod(&r, k).await });
+                    }
                 }
                 if let Some(t) = self.state.confirm_kill.take() {
                     let what = format!("kill -9 {} (pid {})", t.id, t.pid);

@@ -44,6 +44,10 @@ pub fn render(f: &mut Frame, s: &State) {
     }
     let confirm = match (&s.confirm_kill, &s.confirm_pod) {
         (Some(t), _) => Some((format!("kill {} (pid {})? y/n", t.id, t.pid), " SIGKILL ")),
+        (None, Some(k)) if s.reach == Reach::Etcd => Some((
+            format!("revoke the session of {} (term {})? y/n", k.holder, k.term),
+            " etcdctl lease revoke ",
+        )),
         (None, Some(k)) => Some((
             format!("delete Pod {} (term {})? y/n", k.holder, k.term),
             " kubectl delete pod ",
@@ -488,10 +492,10 @@ fn render_footer(f: &mut Frame, s: &State, area: Rect) {
 fn render_help(f: &mut Frame, s: &State, area: Rect) {
     let mut lines = vec![
         Line::from(" Keys".bold()),
-        Line::from(if s.reach == Reach::Kube {
-            "  k      delete the leader's Pod (asks y/n; crown-labelled Pods only)"
-        } else {
-            "  k      kill -9 the leader (asks y/n; leader on this host only)"
+        Line::from(match s.reach {
+            Reach::Kube => "  k      delete the leader's Pod (asks y/n; crown-labelled Pods only)",
+            Reach::Etcd => "  k      kill -9 the leader here, else revoke its session (asks y/n)",
+            Reach::Local => "  k      kill -9 the leader (asks y/n; leader on this host only)",
         }),
         Line::from("  p      pause the leader (SIGSTOP); p again resumes it (SIGCONT)"),
         Line::from("         past the lease duration a follower takes over in a higher"),

@@ -34,8 +34,8 @@ pub enum Reach {
     /// Kubernetes: `k` deletes the leader's Pod, `r` asks it to resign through the Lease;
     /// `p` is local only.
     Kube,
-    /// etcd: `r` asks a leader on another host to resign through the `…:resign` key (SIGUSR1
-    /// to a confirmed local one); `k` and `p` are local only and say so.
+    /// etcd: a leader on another host has its session revoked by `k` and is asked to resign
+    /// through the `…:resign` key by `r` (signals to a confirmed local one); `p` is local only.
     Etcd,
 }
 
@@ -46,6 +46,8 @@ pub enum KillPlan {
     Signal(Target),
     /// Delete the leader's Pod through the apiserver.
     DeletePod(PodKill),
+    /// Revoke the leader's session lease through etcd (`fallback` is always `None`).
+    RevokeSession(PodKill),
 }
 
 /// The leader's Pod to delete (checked by the apiserver call: same holder and term, crown's
@@ -647,10 +649,25 @@ impl State {
                     fallback: self.leader_target().ok(),
                 }))
             }
-            Reach::Etcd => self
-                .leader_target()
-                .map(KillPlan::Signal)
-                .map_err(|w| self.local_only(w)),
+            // A confirmed local process is killed for real; a leader elsewhere has its session
+            // revoked (a crown successor waits out its TTL, so it has stopped acting first).
+            Reach::Etcd => match self.leader_target() {
+                Ok(t) => Ok(KillPlan::Signal(t)),
+                Err(why) if self.paused.is_some() => Err(why),
+                Err(_) => {
+                    if let Some(p) = &self.pending {
+                        return Err(format!("waiting for {p}"));
+                    }
+                    let Some(l) = &self.leader else {
+                        return Err("no leader".into());
+                    };
+                    Ok(KillPlan::RevokeSession(PodKill {
+                        holder: l.id.clone(),
+                        term: l.term,
+                        fallback: None,
+                    }))
+                }
+            },
             Reach::Local => self.leader_target().map(KillPlan::Signal),
         }
     }
@@ -1152,12 +1169,19 @@ pub(crate) mod tests {
         assert_eq!(s.resign_plan(), Err(busy));
         assert!(s.pause_target().is_ok(), "p is local and never waits");
 
-        // Etcd: k and p signal local confirmed processes only, saying so; r asks a leader
-        // elsewhere through the resign key, a local one by SIGUSR1.
+        // Etcd: a leader elsewhere has its session revoked by k and is asked through the
+        // resign key by r; a local one gets signals; p is local only, saying so.
         let mut s = state();
         s.reach = Reach::Etcd;
         leader_at(&mut s, false);
-        assert_eq!(s.kill_plan(), Err("leader on node-a; local only".into()));
+        assert_eq!(
+            s.kill_plan(),
+            Ok(KillPlan::RevokeSession(PodKill {
+                holder: "p1".into(),
+                term: Term(4),
+                fallback: None
+            }))
+        );
         assert_eq!(s.resign_plan(), request);
         assert_eq!(s.pause_target(), Err("leader on node-a; local only".into()));
         s.pending = Some("asking p1 to resign term 4".into());

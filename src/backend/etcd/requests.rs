@@ -68,6 +68,34 @@ impl EtcdBackend {
     }
 }
 
+impl EtcdBackend {
+    /// Revokes the session lease of the leader `holder` in `term` (the dashboard's `k` on a
+    /// leader it cannot signal: a remote "crash"). Its key goes with the lease; a crown
+    /// successor then waits out that lease's TTL before leading, so a leader that cannot
+    /// notice (cut off) has stopped acting first. Refuses (`Invalid`, with the reason) unless
+    /// that leader still holds `term`. Returns the lease id (hex).
+    pub async fn revoke_leader(&self, holder: &str, term: Term) -> Result<String, BackendError> {
+        let inner = &self.inner;
+        let (leader, _) = inner.read_leader(OP_TIMEOUT).await?;
+        let Some(l) = leader else {
+            return Err(BackendError::Invalid(format!(
+                "nobody leads {}",
+                super::escape(&inner.keys.name)
+            )));
+        };
+        if l.term() != term || super::escape(&l.value) != holder {
+            return Err(BackendError::Invalid(format!(
+                "{holder} in term {term} no longer leads: {} holds term {}",
+                super::escape(&l.value),
+                l.term()
+            )));
+        }
+        let lease = l.lease;
+        call!(inner, "lease revoke", OP_TIMEOUT, |c| c.lease_revoke(lease))?;
+        Ok(format!("{lease:x}"))
+    }
+}
+
 impl Inner {
     /// Keeps `resign` = the term named by `…:resign` (a read, then a watch from the read's
     /// revision; again on the next endpoint when the watch ends).
