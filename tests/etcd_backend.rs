@@ -93,6 +93,46 @@ fn assert_one_leader_at_a_time(ps: &[&Participant], ends: &[Option<Instant>]) {
     }
 }
 
+/// The session lease (hex) of the leader key of election `crown`.
+fn leader_lease(e: &Etcd) -> String {
+    let out = e.etcdctl(&[
+        "get",
+        "--prefix",
+        "crown/",
+        "--sort-by=CREATE",
+        "--order=ASCEND",
+        "--limit=1",
+        "-w",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    format!("{:x}", v["kvs"][0]["lease"].as_i64().unwrap())
+}
+
+/// An observer of election `crown` through the library (what the dashboard holds), with the
+/// runtime to drive it.
+fn observer(eps: &str) -> (tokio::runtime::Runtime, crown::backend::etcd::EtcdBackend) {
+    use crown::backend::etcd::{EtcdBackend, EtcdOptions};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let o = rt
+        .block_on(EtcdBackend::connect(
+            EtcdOptions {
+                endpoints: eps.split(',').map(String::from).collect(),
+                prefix: String::new(),
+                election: "crown".into(),
+                cacert: None,
+                cert: None,
+                key: None,
+                user: None,
+                wait: Duration::from_secs(5),
+                history_limit: 1000,
+            },
+            None,
+        ))
+        .unwrap();
+    (rt, o)
+}
+
 fn leader_term(p: &Participant) -> u64 {
     p.wait_for("became leader", T, became).term().unwrap()
 }
@@ -1103,18 +1143,7 @@ fn a_revoked_session_is_recorded_as_revoked() {
     });
     // b has read a's lease TTL at least once since (it does every retry period).
     std::thread::sleep(Duration::from_millis(2500));
-    let out = e.etcdctl(&[
-        "get",
-        "--prefix",
-        "crown/",
-        "--sort-by=CREATE",
-        "--order=ASCEND",
-        "--limit=1",
-        "-w",
-        "json",
-    ]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let lease = format!("{:x}", v["kvs"][0]["lease"].as_i64().unwrap());
+    let lease = leader_lease(&e);
     let _ = e.etcdctl(&["lease", "revoke", &lease]);
     let tb = b
         .wait_for("b takes over", T, |l| became(l) && l.term() > Some(ta))
@@ -1135,27 +1164,10 @@ fn a_revoked_session_is_recorded_as_revoked() {
 /// `…:resign` key, term-checked on both ends.
 #[test]
 fn a_resign_request_through_etcd_reaches_only_the_holder_of_that_term() {
-    use crown::backend::etcd::{EtcdBackend, EtcdOptions};
     use crown::election::Term;
     let e = Etcd::start(1);
     let eps = e.endpoints();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let observer = rt
-        .block_on(EtcdBackend::connect(
-            EtcdOptions {
-                endpoints: eps.split(',').map(String::from).collect(),
-                prefix: String::new(),
-                election: "crown".into(),
-                cacert: None,
-                cert: None,
-                key: None,
-                user: None,
-                wait: Duration::from_secs(5),
-                history_limit: 1000,
-            },
-            None,
-        ))
-        .unwrap();
+    let (rt, observer) = observer(&eps);
     let ask = |term: u64| rt.block_on(observer.request_resign(Term(term)));
     let nobody = ask(1).unwrap_err().to_string();
     assert!(nobody.contains("nobody to ask"), "{nobody}");
@@ -1222,18 +1234,7 @@ fn a_revoked_leader_that_cannot_notice_has_stopped_before_its_successor_leads() 
     });
     // b has verified a as a crown leader and read its lease's TTL (every retry period).
     std::thread::sleep(Duration::from_millis(1200));
-    let out = e.etcdctl(&[
-        "get",
-        "--prefix",
-        "crown/",
-        "--sort-by=CREATE",
-        "--order=ASCEND",
-        "--limit=1",
-        "-w",
-        "json",
-    ]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let lease = format!("{:x}", v["kvs"][0]["lease"].as_i64().unwrap());
+    let lease = leader_lease(&e);
     proxy.block();
     let revoked = Instant::now();
     let _ = e.etcdctl(&["lease", "revoke", &lease]);
@@ -1262,27 +1263,10 @@ fn a_revoked_leader_that_cannot_notice_has_stopped_before_its_successor_leads() 
 /// stops, its successor waits out the lease and leads in a higher term.
 #[test]
 fn revoking_the_leaders_session_is_a_remote_crash_that_stays_safe() {
-    use crown::backend::etcd::{EtcdBackend, EtcdOptions};
     use crown::election::Term;
     let e = Etcd::start(1);
     let eps = e.endpoints();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let observer = rt
-        .block_on(EtcdBackend::connect(
-            EtcdOptions {
-                endpoints: eps.split(',').map(String::from).collect(),
-                prefix: String::new(),
-                election: "crown".into(),
-                cacert: None,
-                cert: None,
-                key: None,
-                user: None,
-                wait: Duration::from_secs(5),
-                history_limit: 1000,
-            },
-            None,
-        ))
-        .unwrap();
+    let (rt, observer) = observer(&eps);
     let a = spawn(&eps, "a");
     let ta = leader_term(&a);
     let b = spawn(&eps, "b");
@@ -1311,7 +1295,18 @@ fn revoking_the_leaders_session_is_a_remote_crash_that_stays_safe() {
                 .find(|l| became(l) && l.term() > Some(ta))
         })
     });
-    assert!(down.at < up.at, "the successor led before a stopped");
+    assert!(
+        down.at < up.at,
+        "the successor led before a stopped: a {:#?} b {:#?}",
+        a.lines()
+            .iter()
+            .map(|l| l.json.to_string())
+            .collect::<Vec<_>>(),
+        b.lines()
+            .iter()
+            .map(|l| l.json.to_string())
+            .collect::<Vec<_>>()
+    );
     assert!(up.at.duration_since(t0) < Duration::from_secs(10));
     assert_one_leader_at_a_time(&[&a, &b], &[None, None]);
 }

@@ -53,6 +53,9 @@ pub(crate) struct Seen {
     /// The session lease of the last leader verified as a crown participant (its heartbeat
     /// names the lease).
     pub(super) crown_lease: Option<i64>,
+    /// The session lease of the last leader found not to be crown's, and since when (a crown
+    /// leader's heartbeat can name its new session a moment after its key appears).
+    pub(super) foreign_lease: Option<(i64, Instant)>,
 }
 
 impl Inner {
@@ -160,18 +163,32 @@ impl Inner {
     /// lease's TTL. So we wait until the deletion + that TTL (the granted TTL last read; our
     /// own lease duration if we never read it). A released term (crown's resign record, or the
     /// key deleted while its lease lived on), a lease that ran out by the TTL we last read,
-    /// and a foreign leader (it runs no crown child; Go's `Election` does not wait either)
-    /// cost nothing.
+    /// and a leader verified foreign (it runs no crown child; Go's `Election` does not wait
+    /// either) cost nothing; a leader not verified either way counts as crown.
     pub(super) async fn predecessor_hold(
         &self,
         our_rev: i64,
         own_ttl: Duration,
+        retry: Duration,
     ) -> Option<Instant> {
         let (prev, seen_at, expiry, granted) = {
             let s = self.seen.lock().unwrap();
-            let (prev, _, _) = s.ended.as_ref()?;
-            let (key, at) = s.ended_at.as_ref()?;
-            if prev.rev >= our_rev || *key != prev.key || s.crown_lease != Some(prev.lease) {
+            // The leader before us: the one we last read, if our watch of the prefix has not
+            // reported its deletion yet (our campaign's own watch can be first), else the one
+            // it reported deleted.
+            let (prev, at) = match (&s.leader, &s.ended, &s.ended_at) {
+                (Some(l), _, _) if l.rev < our_rev => (l, Instant::now()),
+                (_, Some((l, _, _)), Some((key, at))) if l.rev < our_rev && *key == l.key => {
+                    (l, *at)
+                }
+                _ => return None,
+            };
+            // Foreign: found so for two retry periods (by then a crown leader's heartbeat names
+            // its session). Unverified counts as crown.
+            let foreign = s.crown_lease != Some(prev.lease)
+                && s.foreign_lease
+                    .is_some_and(|(l, since)| l == prev.lease && since.elapsed() >= 2 * retry);
+            if foreign {
                 return None;
             }
             let granted = s
@@ -183,13 +200,13 @@ impl Inner {
             let expiry = match s.ttl {
                 Some((lease, when, left))
                     if lease == prev.lease
-                        && at.duration_since(when) < granted.unwrap_or(own_ttl) =>
+                        && at.saturating_duration_since(when) < granted.unwrap_or(own_ttl) =>
                 {
                     Some(when + Duration::from_secs(left.max(0) as u64))
                 }
                 _ => None,
             };
-            (prev.clone(), *at, expiry, granted)
+            (prev.clone(), at, expiry, granted)
         };
         // It ran out as the TTL we read said it would: an expiry (a crash, or cut off).
         if expiry.is_some_and(|e| e <= seen_at) {

@@ -120,7 +120,7 @@ impl EtcdBackend {
             _ => {
                 let until = self
                     .inner
-                    .predecessor_hold(rev, req.lease_duration)
+                    .predecessor_hold(rev, req.lease_duration, req.retry_period)
                     .await
                     .unwrap_or_else(Instant::now);
                 *self.inner.hold.lock().unwrap() = Some((rev, until));

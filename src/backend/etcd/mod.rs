@@ -324,8 +324,16 @@ impl Inner {
     async fn leader_info(&self, l: &LeaderKv, limit: Duration) -> LeaderInfo {
         let since = self.grant_of(l.term()).await.map(|g| g.acquired_at);
         let holder = self.holder(l, limit).await;
-        if let Holder::Crown(_) = &holder {
-            self.seen.lock().unwrap().crown_lease = Some(l.lease);
+        {
+            let mut s = self.seen.lock().unwrap();
+            match &holder {
+                Holder::Crown(_) => s.crown_lease = Some(l.lease),
+                Holder::Foreign => {
+                    if s.foreign_lease.is_none_or(|(lease, _)| lease != l.lease) {
+                        s.foreign_lease = Some((l.lease, tokio::time::Instant::now()));
+                    }
+                }
+            }
         }
         match holder {
             Holder::Crown(m) => LeaderInfo {
