@@ -212,14 +212,15 @@ impl Inner {
         if expiry.is_some_and(|e| e <= seen_at) {
             return None;
         }
-        if self.released().await.is_some_and(|r| r.term == prev.term()) {
+        // Both reads at once: a graceful handoff pays one round trip, not two.
+        let (released, ttl) = tokio::join!(self.released(), async {
+            call!(self, "lease ttl", OP_TIMEOUT, |c| c
+                .lease_time_to_live(prev.lease, None))
+        });
+        if released.is_some_and(|r| r.term == prev.term()) {
             return None;
         }
-        let alive = call!(self, "lease ttl", OP_TIMEOUT, |c| c
-            .lease_time_to_live(prev.lease, None))
-        .map(|r| r.ttl() > 0)
-        .unwrap_or(false);
-        if alive {
+        if ttl.is_ok_and(|r| r.ttl() > 0) {
             return None;
         }
         Some(seen_at + granted.unwrap_or(own_ttl))
