@@ -68,7 +68,7 @@ impl Participant {
 
     /// `crown run --log-format json --id ID ARGS…` with extra environment variables.
     pub fn spawn_with(id: &str, args: &[String], envs: &[(String, String)]) -> Participant {
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(["run", "--log-format", "json", "--id", id])
             .args(args)
             .envs(envs.iter().map(|(k, v)| (k, v)))
@@ -79,9 +79,15 @@ impl Participant {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn crown");
+        Participant::from_child(id, child)
+    }
+
+    /// A participant from a spawned `crown run --log-format json` (or a wrapper that execs
+    /// it) whose stderr is piped: its JSON lines are collected as they come.
+    pub fn from_child(id: &str, mut child: Child) -> Participant {
         let lines: Lines = Arc::new((Mutex::new(vec![]), Condvar::new()));
         let raw = Arc::new(Mutex::new(vec![]));
-        let err = child.stderr.take().unwrap();
+        let err = child.stderr.take().expect("stderr piped");
         {
             let lines = lines.clone();
             let raw = raw.clone();

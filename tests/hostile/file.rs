@@ -7,11 +7,10 @@
 use super::common::{Line, Participant, timings_fast};
 use super::second_user::{INTRUDER, ProtectedSymlinks, as_intruder, intruder_sh, sysctl_lock};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Generous functional bound.
@@ -122,7 +121,7 @@ fn spawn(user: Option<&str>, id: &str, args: &[String]) -> Participant {
         }
         None => Command::new(&b),
     };
-    let mut child = cmd
+    let child = cmd
         .args(["run", "--log-format", "json", "--id", id])
         .args(args)
         .env_remove("POD_NAME")
@@ -133,32 +132,7 @@ fn spawn(user: Option<&str>, id: &str, args: &[String]) -> Participant {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn crown");
-    let lines = Arc::new((Mutex::new(vec![]), Condvar::new()));
-    let raw = Arc::new(Mutex::new(vec![]));
-    let err = child.stderr.take().unwrap();
-    {
-        let (lines, raw) = (lines.clone(), raw.clone());
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines() {
-                let Ok(l) = l else { break };
-                raw.lock().unwrap().push(l.clone());
-                if let Ok(json) = serde_json::from_str::<Value>(&l) {
-                    let (m, cv) = &*lines;
-                    m.lock().unwrap().push(Line {
-                        at: Instant::now(),
-                        json,
-                    });
-                    cv.notify_all();
-                }
-            }
-        });
-    }
-    Participant {
-        id: id.into(),
-        child,
-        lines,
-        raw,
-    }
+    Participant::from_child(id, child)
 }
 
 fn dir_args(dir: &Path) -> Vec<String> {

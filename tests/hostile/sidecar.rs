@@ -5,11 +5,11 @@
 use crate::common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
@@ -21,7 +21,7 @@ fn s(v: &[&str]) -> Vec<String> {
 /// `crown run --log-format json --id ID ARGS…` under `ulimit -n NOFILE` (soft and hard), as
 /// a [`Participant`] (its pid is crown's: the shell execs it).
 fn spawn_limited(nofile: u32, id: &str, args: &[String]) -> Participant {
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(BIN)
@@ -34,33 +34,7 @@ fn spawn_limited(nofile: u32, id: &str, args: &[String]) -> Participant {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sh");
-    let lines = Arc::new((Mutex::new(vec![]), Condvar::new()));
-    let raw = Arc::new(Mutex::new(vec![]));
-    let err = child.stderr.take().unwrap();
-    {
-        let lines = lines.clone();
-        let raw = raw.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines() {
-                let Ok(l) = l else { break };
-                raw.lock().unwrap().push(l.clone());
-                if let Ok(json) = serde_json::from_str::<Value>(&l) {
-                    let (m, cv) = &*lines;
-                    m.lock().unwrap().push(Line {
-                        at: Instant::now(),
-                        json,
-                    });
-                    cv.notify_all();
-                }
-            }
-        });
-    }
-    Participant {
-        id: id.into(),
-        child,
-        lines,
-        raw,
-    }
+    Participant::from_child(id, child)
 }
 
 fn free_port() -> u16 {
