@@ -347,8 +347,8 @@ fn assert_standard_metrics(text: &str, election: &str) {
     for s in &scrape.samples {
         let labels: Vec<&str> = s
             .labels
-            .iter()
-            .map(|(k, _)| k.as_str())
+            .keys()
+            .map(|k| k.as_str())
             .filter(|k| *k != "le")
             .collect();
         if s.metric.starts_with("process_") {
