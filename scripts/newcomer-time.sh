@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures the newcomer path: a fresh clone, `make setup demo` in a terminal (tmux), until the
-# dashboard's first frame is on the screen. Prints the seconds (and when cargo finished).
+# dashboard's first frame is on the screen. Prints the seconds, when cargo finished, and the CPU
+# time the build used (cargo's reaped children: a number a busy machine inflates far less than
+# the wall time).
 #   scripts/newcomer-time.sh [--repo DIR_OR_URL] [--ref REF] [--timeout SECONDS] [--keep]
 # The clone has an empty target directory (a cold build); the cargo registry (~/.cargo) is
 # whatever this machine has, warm or not. CARGO_TARGET_DIR is unset for the run. Needs git, tmux.
@@ -43,7 +45,17 @@ tmux new-session -d -s "$session" -x 120 -y 40 -c "$work/crown" \
 
 t_built=""
 frame=""
+build_cpu=""
+tck="$(getconf CLK_TCK)"
 while :; do
+  # `cargo run` execs the binary in place: until then its children's CPU time is the build's.
+  for p in $(pgrep -f -- '-- demo -p' || true); do
+    [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$work/crown" ] || continue
+    [ "$(basename "$(readlink "/proc/$p/exe" 2>/dev/null)")" = cargo ] || continue
+    st="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+    read -r -a f <<<"${st##*) }"
+    build_cpu="$(awk -v u="${f[13]}" -v s="${f[14]}" -v t="$tck" 'BEGIN { printf "%.0f", (u + s) / t }')"
+  done
   screen="$(tmux capture-pane -p -t "$session" 2>/dev/null || true)"
   if [ -z "$t_built" ] && grep -qE '^ *Finished .*(release|demo)' <<<"$screen"; then
     t_built="$(now)"
@@ -72,4 +84,10 @@ if [ -n "$t_built" ]; then
   echo "cargo finished:      $(secs "$t_built" "$t0") s (seen on the screen)"
 fi
 echo "first dashboard frame: $(secs "$frame" "$t0") s after the clone started ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+if [ -n "$build_cpu" ]; then
+  echo "build CPU time:      ${build_cpu} s user+sys (sampled every 0.2 s until cargo exec'd the demo)"
+fi
+for b in "$work"/crown/target/*/crown; do
+  [ -x "$b" ] && echo "binary:              ${b#"$work"/crown/} $(du -m "$b" | cut -f1) MB"
+done
 echo "$screen" | head -12
