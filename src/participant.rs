@@ -410,7 +410,12 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         None => None,
     };
     let notifier = args.sidecar.notify_url.clone().map(|url| {
-        sidecar::notify::Notifier::spawn(url, id.clone(), args.backend.election.clone())
+        sidecar::notify::Notifier::spawn(
+            url,
+            id.clone(),
+            args.backend.election.clone(),
+            metrics.webhook(),
+        )
     });
 
     // Signals.

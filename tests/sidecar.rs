@@ -300,6 +300,120 @@ fn metric(text: &str, name: &str) -> f64 {
     }
 }
 
+/// Scrapes `base`/metrics until `ok` holds (at most [`T`]).
+async fn metrics_when(base: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let (code, text) = get(&format!("{base}/metrics")).await;
+        assert_eq!(code, 200);
+        if ok(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never satisfied:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `/metrics` parses as Prometheus text; it has the standard names (build info, process
+/// metrics, client-go's leader gauge) and crown's, each election metric labelled `name` only.
+fn assert_standard_metrics(text: &str, election: &str) {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let names: std::collections::BTreeSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for want in [
+        "crown_build_info",
+        "process_start_time_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_cpu_seconds_total",
+        "leader_election_master_status",
+        "crown_term",
+        "crown_transitions_total",
+        "crown_renew_latency_seconds",
+        "crown_renew_failures_total",
+        "crown_last_renewal_timestamp_seconds",
+        "crown_last_failover_gap_seconds",
+        "crown_webhook_deliveries_total",
+        "crown_webhook_failures_total",
+        "crown_webhook_dropped_total",
+    ] {
+        assert!(names.contains(want), "{want} missing:\n{text}");
+    }
+    for s in &scrape.samples {
+        let labels: Vec<&str> = s
+            .labels
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| *k != "le")
+            .collect();
+        if s.metric.starts_with("process_") {
+            assert!(labels.is_empty(), "{}: {labels:?}", s.metric);
+        } else if s.metric == "crown_build_info" {
+            assert_eq!(s.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+        } else {
+            assert_eq!(labels, ["name"], "{}", s.metric);
+            assert_eq!(s.labels.get("name"), Some(election), "{}", s.metric);
+        }
+    }
+    let start = metric(text, "process_start_time_seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        start > now - 600.0 && start <= now + 1.0,
+        "{start} vs {now}"
+    );
+    assert!(metric(text, "process_resident_memory_bytes") > 1e6);
+    assert!(metric(text, "process_open_fds") >= 3.0);
+}
+
+/// A webhook receiver that refuses connections: every attempt fails, the notice is dropped
+/// after its attempts, and the counters say so; a leader's renewals set the last-renewal time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_webhook_failures_and_drops() {
+    let d = tempdir();
+    let port = free_port();
+    let refused = format!("http://127.0.0.1:{}/hook", free_port());
+    let mut args = timings_fast();
+    args.extend(s(&[
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--notify-url",
+        &refused,
+    ]));
+    let a = Participant::spawn(d.path(), "a", &args);
+    let a = tokio::task::spawn_blocking(move || {
+        a.wait_for("a leads", T, |l| l.event() == "became_leader");
+        a.wait_for("the notice dropped", T, |l| l.event() == "notify_dropped");
+        a
+    })
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let text = metrics_when(&base, |t| {
+        metric(t, "crown_last_renewal_timestamp_seconds") > 0.0
+    })
+    .await;
+    assert_standard_metrics(&text, "crown");
+    assert_eq!(metric(&text, "leader_election_master_status"), 1.0);
+    assert_eq!(metric(&text, "crown_webhook_dropped_total"), 1.0);
+    assert_eq!(metric(&text, "crown_webhook_failures_total"), 5.0);
+    assert_eq!(metric(&text, "crown_webhook_deliveries_total"), 0.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = metric(&text, "crown_last_renewal_timestamp_seconds");
+    assert!(last <= now && last > now - 30.0, "{last} vs {now}");
+    drop(a);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_and_webhook_follow_every_transition() {
     use axum::{Json, Router, extract::State, routing::post};
@@ -409,6 +523,13 @@ async fn http_endpoints_and_webhook_follow_every_transition() {
     }
     let (_, text) = get(&format!("{ub}/metrics")).await;
     assert_eq!(metric(&text, "leader_election_master_status"), 0.0);
+    // a's grant was posted to the webhook and counted as delivered (the counter moves once
+    // the receiver's answer is in: wait for it).
+    let text = metrics_when(&ua, |t| metric(t, "crown_webhook_deliveries_total") >= 1.0).await;
+    assert_standard_metrics(&text, "crown");
+    assert_eq!(metric(&text, "crown_webhook_deliveries_total"), 1.0);
+    assert_eq!(metric(&text, "crown_webhook_failures_total"), 0.0);
+    assert_eq!(metric(&text, "crown_webhook_dropped_total"), 0.0);
 
     // a resigns: b takes over; then b is stopped with SIGTERM.
     a.signal(Signal::SIGUSR1);

@@ -1,69 +1,17 @@
 //! `--http ADDR`: `GET /leader`, `/healthz`, `/readyz` and `/metrics` (Prometheus text).
 
-use crate::election::{Config, Event, Role, Status};
+use crate::election::{Config, Role, Status};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use std::fmt::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Upper bounds of the renew-latency histogram, in seconds.
-const BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-/// Counters fed from the participant's event loop.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    transitions: u64,
-    buckets: Vec<u64>,
-    sum: f64,
-    count: u64,
-    leaderless_since: Option<Instant>,
-    last_gap: Option<Duration>,
-}
-
-impl Metrics {
-    /// Records one event.
-    pub fn observe(&self, ev: &Event) {
-        let mut m = self.inner.lock().expect("metrics lock");
-        match ev {
-            Event::Renewed { took, .. } => {
-                let s = took.as_secs_f64();
-                if m.buckets.is_empty() {
-                    m.buckets = vec![0; BUCKETS.len()];
-                }
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    if s <= *b {
-                        m.buckets[i] += 1;
-                    }
-                }
-                m.sum += s;
-                m.count += 1;
-            }
-            Event::StartedLeading { .. } | Event::NewLeader { .. } => {
-                m.transitions += 1;
-                if let Some(t) = m.leaderless_since.take() {
-                    m.last_gap = Some(t.elapsed());
-                }
-            }
-            Event::StoppedLeading { .. } | Event::NoLeader => {
-                m.leaderless_since.get_or_insert_with(Instant::now);
-            }
-            Event::Fatal { .. } | Event::Failed { .. } => {}
-        }
-    }
-}
+pub use super::metrics::Metrics;
 
 /// What the handlers read.
 pub struct AppState {
@@ -244,49 +192,6 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let s = st.status.borrow().clone();
-    let m = st.metrics.inner.lock().expect("metrics lock");
-    let e = &st.election;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "# HELP leader_election_master_status Whether this participant leads (1) or not (0), as client-go names it.\n# TYPE leader_election_master_status gauge\nleader_election_master_status{{name=\"{e}\"}} {}",
-        u8::from(s.role == Role::Leader)
-    );
-    let _ = writeln!(
-        o,
-        "# HELP crown_term The term held (leader) or last seen.\n# TYPE crown_term gauge\ncrown_term{{election=\"{e}\"}} {}",
-        s.term.0
-    );
-    let _ = writeln!(
-        o,
-        "# HELP crown_transitions_total Leader changes this participant saw (including its own grants).\n# TYPE crown_transitions_total counter\ncrown_transitions_total{{election=\"{e}\"}} {}",
-        m.transitions
-    );
-    let _ = writeln!(
-        o,
-        "# HELP crown_renew_latency_seconds Time from sending a renewal to its answer.\n# TYPE crown_renew_latency_seconds histogram"
-    );
-    for (i, b) in BUCKETS.iter().enumerate() {
-        let n = m.buckets.get(i).copied().unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "crown_renew_latency_seconds_bucket{{election=\"{e}\",le=\"{b}\"}} {n}"
-        );
-    }
-    let _ = writeln!(
-        o,
-        "crown_renew_latency_seconds_bucket{{election=\"{e}\",le=\"+Inf\"}} {}\ncrown_renew_latency_seconds_sum{{election=\"{e}\"}} {}\ncrown_renew_latency_seconds_count{{election=\"{e}\"}} {}",
-        m.count, m.sum, m.count
-    );
-    let _ = writeln!(
-        o,
-        "# HELP crown_renew_failures_total Renewals that failed with a backend error.\n# TYPE crown_renew_failures_total counter\ncrown_renew_failures_total{{election=\"{e}\"}} {}",
-        s.renew_failures
-    );
-    let _ = writeln!(
-        o,
-        "# HELP crown_last_failover_gap_seconds Time this participant saw without a leader before the latest new leader.\n# TYPE crown_last_failover_gap_seconds gauge\ncrown_last_failover_gap_seconds{{election=\"{e}\"}} {}",
-        m.last_gap.map(|d| d.as_secs_f64()).unwrap_or(0.0)
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], o)
+    let body = st.metrics.render(&st.election, &s);
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], body)
 }

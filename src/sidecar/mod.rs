@@ -5,6 +5,7 @@
 pub mod child;
 pub mod fds;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 
 use crate::cli::SidecarArgs;

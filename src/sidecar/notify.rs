@@ -11,7 +11,10 @@
 //! - the queue holds at most [`QUEUE`] notices; when full the oldest is dropped;
 //! - at exit the last notice (the final `leader: false`) is attempted within the exit bound;
 //! - every notice dropped, for whatever reason, is logged (`notify_dropped`).
+//!
+//! Deliveries, failed attempts and drops are counted on `/metrics` ([`WebhookCounters`]).
 
+use super::metrics::WebhookCounters;
 use crate::election::{Event, Term};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -51,6 +54,7 @@ struct Queue {
 struct Shared {
     q: Mutex<Queue>,
     wake: Notify,
+    counters: WebhookCounters,
 }
 
 impl Shared {
@@ -59,7 +63,8 @@ impl Shared {
     }
 }
 
-fn dropped(n: &Notice, why: &str) {
+fn dropped(shared: &Shared, n: &Notice, why: &str) {
+    shared.counters.dropped.inc();
     tracing::warn!(
         event = "notify_dropped",
         id = n.id.as_str(),
@@ -81,9 +86,12 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the sender task for `url`.
-    pub fn spawn(url: String, id: String, election: String) -> Notifier {
-        let shared = Arc::new(Shared::default());
+    /// Starts the sender task for `url`, counting into `counters`.
+    pub fn spawn(url: String, id: String, election: String, counters: WebhookCounters) -> Notifier {
+        let shared = Arc::new(Shared {
+            counters,
+            ..Shared::default()
+        });
         let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(ATTEMPT_TIMEOUT)
@@ -115,7 +123,7 @@ impl Notifier {
         if q.items.len() >= QUEUE
             && let Some(old) = q.items.pop_front()
         {
-            dropped(&old, &format!("queue full ({QUEUE} waiting)"));
+            dropped(&self.shared, &old, &format!("queue full ({QUEUE} waiting)"));
         }
         q.items.push_back(n);
         drop(q);
@@ -140,6 +148,7 @@ impl Notifier {
             drop(q);
             for n in left {
                 dropped(
+                    &self.shared,
                     &n,
                     &format!("crown is exiting and the receiver did not answer within {bound:?}"),
                 );
@@ -174,7 +183,11 @@ async fn deliver_all(shared: Arc<Shared>, client: reqwest::Client, url: String) 
         let n = match next {
             Next::Send(n) => n,
             Next::Skip(n) => {
-                dropped(&n, "the receiver is failing and a newer notice is waiting");
+                dropped(
+                    &shared,
+                    &n,
+                    "the receiver is failing and a newer notice is waiting",
+                );
                 continue;
             }
             Next::Wait => {
@@ -195,6 +208,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, url: &str, n: &Notic
         let r = client.post(url).json(n).send().await;
         let err = match r {
             Ok(r) if r.status().is_success() => {
+                shared.counters.deliveries.inc();
                 tracing::debug!(
                     "[{}] webhook notice (leader {}, term {}) delivered",
                     n.id,
@@ -206,16 +220,22 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, url: &str, n: &Notic
             Ok(r) => format!("HTTP {}", r.status()),
             Err(e) => e.to_string(),
         };
+        shared.counters.failures.inc();
         let newer = !shared.lock().items.is_empty();
         if newer {
             dropped(
+                shared,
                 n,
                 &format!("attempt {attempt} failed ({err}) and a newer notice is waiting"),
             );
             return false;
         }
         if attempt == ATTEMPTS {
-            dropped(n, &format!("{ATTEMPTS} attempts failed, the last: {err}"));
+            dropped(
+                shared,
+                n,
+                &format!("{ATTEMPTS} attempts failed, the last: {err}"),
+            );
             return false;
         }
         tracing::debug!("[{}] webhook attempt {attempt} failed: {err}", n.id);
@@ -226,7 +246,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, url: &str, n: &Notic
                 // A newer notice (or the exit, which only shortens the wait).
                 let newer = !shared.lock().items.is_empty();
                 if newer {
-                    dropped(n, &format!("attempt {attempt} failed ({err}) and a newer notice is waiting"));
+                    dropped(shared, n, &format!("attempt {attempt} failed ({err}) and a newer notice is waiting"));
                     return false;
                 }
             }
