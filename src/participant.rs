@@ -350,6 +350,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     };
     let backend = open_backend(&args.backend, me.clone()).await?;
     let id = me.id.clone();
+    // `--once`: a duty already done is not run again (and nothing campaigns for it).
+    let duty = args.once.then(|| crate::once::Duty::new(&args.command));
+    if let Some(d) = &duty
+        && let Some(rec) = d.check(backend.as_ref(), &args.backend.election).await?
+    {
+        log_duty_done(&id, &rec);
+        return Ok(exit::OK);
+    }
     tracing::info!(
         event = "starting",
         id = id.as_str(),
@@ -379,6 +387,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             grace,
             on_exit: args.sidecar.on_child_exit,
             nofile: (limits.original_soft < limits.soft).then_some(limits.original_soft),
+            once: args.once,
         })
         .map_err(|e| {
             Failure::new(
@@ -502,6 +511,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let mut code = exit::OK;
     let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
     let mut backoff = ResignBackoff::default();
+    // `--once`: followers look for the success record every retry period.
+    let mut duty_tick = tokio::time::interval(cfg.retry_period);
+    duty_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut duty_failure: Option<Failure> = None;
     loop {
         let ev = tokio::select! {
             ev = events.next() => match ev {
@@ -521,7 +534,53 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 shutdown.cancel();
                 continue;
             }
+            _ = duty_tick.tick(), if duty.is_some() && !shutdown.is_cancelled() => {
+                let d = duty.as_ref().expect("guarded");
+                match d.check(backend.as_ref(), &args.backend.election).await {
+                    Ok(None) => {}
+                    Ok(Some(rec)) => {
+                        log_duty_done(&id, &rec);
+                        code = exit::OK;
+                        shutdown.cancel();
+                    }
+                    Err(f) if f.code == exit::BACKEND_UNAVAILABLE => {
+                        tracing::debug!("[{id}] cannot read the duty record: {f}");
+                    }
+                    Err(f) => {
+                        duty_failure = Some(f);
+                        shutdown.cancel();
+                    }
+                }
+                continue;
+            }
             Some(x) = recv_opt(&mut child_exits) => {
+                if let Some(d) = duty.as_ref().filter(|_| x.code == 0 && !shutdown.is_cancelled()) {
+                    // Success is recorded by the leader of the term that ran it, while that
+                    // term is still current (one compare-and-swap); only then is the lease
+                    // released (shutdown).
+                    match backend.record_duty(&d.record(&me, x.term)).await {
+                        Ok(true) => {
+                            tracing::info!(event = "duty_recorded", id = id.as_str(), term = x.term.0,
+                                "[{id}] ✅ duty done: CMD exited 0 in term {}; recorded, releasing and exiting 0", x.term);
+                            code = exit::OK;
+                            shutdown.cancel();
+                        }
+                        Ok(false) => {
+                            tracing::warn!(event = "duty_not_recorded", id = id.as_str(), term = x.term.0,
+                                "[{id}] CMD exited 0 after term {} was over: not recorded (the current leader runs it)", x.term);
+                            if args.sidecar.on_loss == OnLoss::Exit {
+                                code = exit::LOST_LEADERSHIP;
+                                shutdown.cancel();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(event = "duty_not_recorded", id = id.as_str(), term = x.term.0,
+                                "[{id}] CMD exited 0 in term {} but the duty could not be recorded ({e}): resigning, so that it runs again", x.term);
+                            handle.resign().await;
+                        }
+                    }
+                    continue;
+                }
                 match args.sidecar.on_child_exit {
                     OnChildExit::Exit if !shutdown.is_cancelled() => {
                         code = x.code;
@@ -554,7 +613,37 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         match &ev {
             Event::StartedLeading { term } => {
-                if let Some(s) = supervisor.as_ref().filter(|_| !wait.gave_up) {
+                // `--once`: a predecessor may have finished between our grant and now.
+                let done = match &duty {
+                    Some(d) if !wait.gave_up => {
+                        match d.check(backend.as_ref(), &args.backend.election).await {
+                            Ok(None) => false,
+                            Ok(Some(rec)) => {
+                                log_duty_done(&id, &rec);
+                                code = exit::OK;
+                                shutdown.cancel();
+                                true
+                            }
+                            Err(f) if f.code == exit::BACKEND_UNAVAILABLE => {
+                                tracing::warn!(
+                                    event = "duty_unknown",
+                                    id = id.as_str(),
+                                    term = term.0,
+                                    "[{id}] cannot read the duty record ({f}): resigning instead of running CMD"
+                                );
+                                handle.resign().await;
+                                true
+                            }
+                            Err(f) => {
+                                duty_failure = Some(f);
+                                shutdown.cancel();
+                                true
+                            }
+                        }
+                    }
+                    _ => false,
+                };
+                if let Some(s) = supervisor.as_ref().filter(|_| !wait.gave_up && !done) {
                     s.start(*term);
                 }
             }
@@ -599,6 +688,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let role = handle.status().borrow().role;
     debug_assert!(failed.is_some() || role != Role::Leader);
     tracing::info!(event = "stopped", id = id.as_str(), "[{id}] stopped");
+    if let Some(f) = duty_failure {
+        return Err(f);
+    }
     if let Some(message) = failed {
         return Err(Failure::new(
             exit::INTERNAL,
@@ -609,6 +701,18 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
         None => Ok(code),
     }
+}
+
+/// `--once`: the duty is done (by anyone): one INFO line; the caller exits 0.
+fn log_duty_done(id: &str, rec: &crate::once::DutyRecord) {
+    tracing::info!(
+        event = "duty_done",
+        id,
+        term = rec.term.0,
+        holder = rec.holder.as_str(),
+        "[{id}] duty {}: exiting 0 without running CMD",
+        rec.describe()
+    );
 }
 
 /// `crown run --wait`: the deadline to become leader by, once.

@@ -43,6 +43,8 @@ pub(crate) struct Keys {
     pub(crate) history: String,
     pub(crate) floor: String,
     pub(crate) released: String,
+    /// `N:duty`: the success record of a `crown run --once` duty.
+    pub(crate) duty: String,
 }
 
 impl Keys {
@@ -56,6 +58,7 @@ impl Keys {
             history: format!("{aux}history:"),
             floor: format!("{aux}floor"),
             released: format!("{aux}released"),
+            duty: format!("{aux}duty"),
         }
     }
 

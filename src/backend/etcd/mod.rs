@@ -15,7 +15,9 @@
 //!     foreign), the last `--etcd-history-limit` kept;
 //!   - `…:floor`: the highest term compacted out of the history (20 digits);
 //!   - `…:released`: `{"term","holder","at"}` of the last graceful resign by crown, written in
-//!     the transaction that deletes the leader key.
+//!     the transaction that deletes the leader key;
+//!   - `…:duty`: the success record of a `crown run --once` duty, put in a transaction that
+//!     compares the leader key's create revision with the term (see `duty.rs`).
 //!
 //! **Term** (the fencing token) = the create revision of the leader key, as etcd advises for
 //! fencing: a successor's key was created after the key it follows (that one had the lowest
@@ -63,6 +65,7 @@ macro_rules! call {
 
 mod campaign;
 mod connection;
+mod duty;
 mod history;
 mod keys;
 mod lease;
