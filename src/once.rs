@@ -12,7 +12,7 @@
 //! - file: `D/E.duty.json`, written under the CAS lock `D/E.lock` after re-reading the lease;
 //! - etcd: the key `<prefix><election>:duty`, put in a transaction comparing our leader key's
 //!   create revision with the term;
-//! - kube: the annotation `crown.io/duty` on the Lease, written with a merge patch carrying the
+//! - kube: the annotation `crown.io/duty` on the Lease, written with a `replace` carrying the
 //!   resourceVersion at which the Lease was read as ours in that term.
 
 use crate::backend::{BackendError, validate_election_name};

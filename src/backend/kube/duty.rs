@@ -1,5 +1,5 @@
 //! `crown run --once` on Kubernetes: the success record is the annotation `crown.io/duty` on
-//! the election Lease, written with a merge patch carrying the resourceVersion at which the
+//! the election Lease, written with a `replace` carrying the resourceVersion at which the
 //! Lease was read as ours in that term (the same compare-and-swap as a renewal); renewals keep
 //! the Lease's annotations, so it stays until `crown once reset` removes it.
 
@@ -8,7 +8,7 @@ use crate::backend::BackendError;
 use crate::election::lease::Current;
 use crate::once::{self, DutyRecord, Removed};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 
 /// The annotation holding the record.
 pub(super) const DUTY_ANNOTATION: &str = "crown.io/duty";
@@ -54,26 +54,40 @@ impl Inner {
         Ok(Some(rec))
     }
 
-    async fn patch_duty(&self, l: &Lease, value: Option<String>) -> Result<bool, BackendError> {
-        let patch = serde_json::json!({"metadata": {
-            "resourceVersion": l.metadata.resource_version,
-            "annotations": {DUTY_ANNOTATION: value},
-        }});
-        match self
-            .leases
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                // The cached view is older than this write.
-                self.invalidate();
-                Ok(true)
+    /// Writes (`Some`) or removes (`None`) the annotation on `l`, as read: a `replace`
+    /// (participants have `update` on the Lease) when writing, a merge patch (what the
+    /// dashboard's Role grants) when removing; both carry `l`'s resourceVersion.
+    /// `Ok(false)`: the Lease changed since (409).
+    async fn put_duty(&self, l: &Lease, value: Option<String>) -> Result<bool, BackendError> {
+        let res = match value {
+            Some(v) => {
+                let mut l = l.clone();
+                l.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(DUTY_ANNOTATION.into(), v);
+                self.leases
+                    .replace(&self.name, &PostParams::default(), &l)
+                    .await
+                    .map_err(|e| ("update", e))
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                self.invalidate();
-                Ok(false)
+            None => {
+                let patch = serde_json::json!({"metadata": {
+                    "resourceVersion": l.metadata.resource_version,
+                    "annotations": {DUTY_ANNOTATION: null},
+                }});
+                self.leases
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| ("patch", e))
             }
-            Err(e) => Err(api_err("patch", &self.what(), &self.namespace, e)),
+        };
+        // The cached view is older than this write (or than the write that beat us).
+        self.invalidate();
+        match res {
+            Ok(_) => Ok(true),
+            Err((_, kube::Error::Api(s))) if s.code == 409 => Ok(false),
+            Err((verb, e)) => Err(api_err(verb, &self.what(), &self.namespace, e)),
         }
     }
 
@@ -91,7 +105,7 @@ impl Inner {
                 return Ok(false);
             }
             if self
-                .patch_duty(&l, Some(value.trim_end().to_string()))
+                .put_duty(&l, Some(value.trim_end().to_string()))
                 .await?
             {
                 return Ok(true);
@@ -112,7 +126,7 @@ impl Inner {
                 return Ok(Removed::Nothing);
             };
             let removed = Removed::from_bytes(raw.as_bytes());
-            if self.patch_duty(&l, None).await? {
+            if self.put_duty(&l, None).await? {
                 return Ok(removed);
             }
         }

@@ -1,0 +1,274 @@
+//! `crown run --once` on the three real backends (a file directory, a 3-member etcd cluster, a
+//! kube-apiserver): three participants, CMD appends `start <term> <id>` to a shared log, blocks
+//! until the test creates a file, appends `ok <term> <id>` and exits 0.
+//!
+//! Per backend: kill -9 of the leader mid-run → the next leader runs CMD again in a higher term;
+//! once it exits 0 every participant exits 0 and exactly one `ok` line exists; `crown status`
+//! shows the duty done in that term; a late joiner exits 0 without running CMD; `crown once
+//! reset` → three new participants run it exactly once more, in a higher term; a hostile record
+//! (garbage planted in the backend) is refused with exit 5 and shown as unreadable by
+//! `crown status`, and `crown once reset` clears it.
+
+mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
+
+use common::kube::KubeEnv;
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+const ELECTION: &str = "mig";
+
+/// CMD: `$0` is the log, `$1` the file that lets it finish.
+const SCRIPT: &str = r#"echo "start $CROWN_TERM $CROWN_ID" >> "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; echo "ok $CROWN_TERM $CROWN_ID" >> "$0""#;
+
+struct Setup {
+    /// Backend flags (with `-e mig`).
+    backend: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    go: PathBuf,
+}
+
+impl Setup {
+    fn new(backend: &[&str], env: Vec<(String, String)>, scratch: &Path) -> Setup {
+        let mut b: Vec<String> = backend.iter().map(|s| s.to_string()).collect();
+        b.extend(["-e".to_string(), ELECTION.to_string()]);
+        Setup {
+            backend: b,
+            env,
+            log: scratch.join("duty.log"),
+            go: scratch.join("go"),
+        }
+    }
+
+    fn run_args(&self) -> Vec<String> {
+        let mut a = self.backend.clone();
+        a.extend(timings_fast());
+        a.push("--once".into());
+        a.extend(["--", "sh", "-c", SCRIPT].map(String::from));
+        a.push(self.log.to_str().unwrap().into());
+        a.push(self.go.to_str().unwrap().into());
+        a
+    }
+
+    fn spawn(&self, id: &str) -> Participant {
+        Participant::spawn_with(id, &self.run_args(), &self.env)
+    }
+
+    /// `crown run --once` to completion: (code, stderr).
+    fn run_to_end(&self, id: &str) -> (i32, String) {
+        let mut a = vec!["run", "--id", id];
+        let args = self.run_args();
+        a.extend(args.iter().map(String::as_str));
+        let (code, _, err) = crown_env(&a, &self.env);
+        (code, err)
+    }
+
+    fn crown(&self, sub: &[&str]) -> (i32, String, String) {
+        let mut a = sub.to_vec();
+        a.extend(self.backend.iter().map(String::as_str));
+        crown_env(&a, &self.env)
+    }
+
+    fn duty(&self) -> Value {
+        let (code, out, err) = self.crown(&["status", "-o", "json"]);
+        assert_eq!(code, 0, "status: {err}");
+        serde_json::from_str::<Value>(&out).unwrap()["duty"].clone()
+    }
+
+    /// The log's lines as (kind, term, id).
+    fn log(&self) -> Vec<(String, u64, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Vec<&str> = l.split(' ').collect();
+                assert_eq!(v.len(), 3, "log line {l:?}");
+                (v[0].to_string(), v[1].parse().unwrap(), v[2].to_string())
+            })
+            .collect()
+    }
+
+    fn wait_log(&self, n: usize) -> Vec<(String, u64, String)> {
+        eventually(&format!("{n} lines in the duty log"), T, || {
+            let l = self.log();
+            (l.len() >= n).then_some(l)
+        })
+    }
+}
+
+fn exits_0(p: &mut Participant) {
+    let code = p.wait_exit(T);
+    assert_eq!(
+        code,
+        Some(0),
+        "[{}] log:\n{}",
+        p.id,
+        p.raw.lock().unwrap().join("\n")
+    );
+}
+
+fn scenario(s: &Setup, plant_garbage: impl Fn()) {
+    // Three participants; the leader starts CMD, which blocks.
+    let mut ps: Vec<Participant> = ["p1", "p2", "p3"].iter().map(|id| s.spawn(id)).collect();
+    let first = s.wait_log(1);
+    let (_, t1, a) = first[0].clone();
+    assert_eq!(first[0].0, "start");
+    // kill -9 of that leader mid-run: the next leader runs CMD again, in a higher term.
+    let ai = ps.iter().position(|p| p.id == a).unwrap();
+    ps[ai].signal(Signal::SIGKILL);
+    ps[ai].wait_exit(T);
+    let second = s.wait_log(2);
+    let (kind, t2, b) = second[1].clone();
+    assert_eq!(kind, "start", "{second:?}");
+    assert!(t2 > t1, "rerun in term {t2}, not above {t1}");
+    assert_ne!(b, a);
+    // Let it finish: every participant exits 0, and the success is recorded once.
+    std::fs::write(&s.go, "").unwrap();
+    for (i, p) in ps.iter_mut().enumerate() {
+        if i != ai {
+            exits_0(p);
+        }
+    }
+    let log = s.log();
+    assert_eq!(
+        log,
+        vec![
+            ("start".to_string(), t1, a.clone()),
+            ("start".to_string(), t2, b.clone()),
+            ("ok".to_string(), t2, b.clone()),
+        ]
+    );
+    let d = s.duty();
+    assert_eq!(d["state"], "done", "{d}");
+    assert_eq!(d["term"].as_u64(), Some(t2), "{d}");
+    assert_eq!(d["holder"], b.as_str(), "{d}");
+    assert_eq!(d["exit_code"], 0, "{d}");
+    let (code, text, _) = s.crown(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(&format!("duty      done (term {t2}, by {b}")),
+        "{text}"
+    );
+
+    // A late joiner exits 0 without running CMD.
+    let mut late = s.spawn("p4");
+    exits_0(&mut late);
+    late.wait_for("the duty_done line", T, |l| l.event() == "duty_done");
+    assert_eq!(s.log().len(), 3, "the late joiner ran CMD");
+
+    // Reset: three new participants run it exactly once more, in a higher term.
+    let (code, out, err) = s.crown(&["once", "reset"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("duty reset"), "{out}");
+    assert!(out.contains(&format!("term {t2}")), "{out}");
+    assert_eq!(s.duty(), Value::Null);
+    let mut ps: Vec<Participant> = ["p5", "p6", "p7"].iter().map(|id| s.spawn(id)).collect();
+    for p in ps.iter_mut() {
+        exits_0(p);
+    }
+    let log = s.log();
+    assert_eq!(log.len(), 5, "{log:?}");
+    let (k3, t3, c) = log[3].clone();
+    assert_eq!(k3, "start");
+    assert!(t3 > t2, "{log:?}");
+    assert_eq!(log[4], ("ok".to_string(), t3, c.clone()));
+    assert_eq!(s.duty()["term"].as_u64(), Some(t3));
+
+    // A record crown did not write is never "done": exit 5, one line; status shows it.
+    plant_garbage();
+    let (code, err) = s.run_to_end("p8");
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("unreadable duty record"), "{err}");
+    assert_eq!(s.duty()["state"], "unreadable");
+    assert_eq!(s.log().len(), 5, "CMD ran despite an unreadable record");
+    let (code, out, err) = s.crown(&["once", "reset"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed an unreadable duty record"), "{out}");
+    assert_eq!(s.duty(), Value::Null);
+}
+
+#[test]
+fn file_backend_runs_the_duty_once() {
+    let d = tempdir();
+    let dir = path(&d).join("e");
+    let scratch = tempdir();
+    let s = Setup::new(&["--dir", dir.to_str().unwrap()], vec![], scratch.path());
+    let record = dir.join(format!("{ELECTION}.duty.json"));
+    scenario(&s, || {
+        std::fs::write(&record, "{\"state\":\"done\"").unwrap()
+    });
+
+    // A record for a term above the lease's is refused too.
+    let forged = r#"{"state":"done","term":999,"holder":"x","pid":1,"host":"h","finished_at":"2026-01-01T00:00:00Z","exit_code":0,"command_hash":"fnv1a64:0123456789abcdef"}"#;
+    std::fs::write(&record, forged).unwrap();
+    let (code, err) = s.run_to_end("p9");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("above the lease's term"), "{err}");
+    // A symlink under the record's name is not followed (exit 4, like every file of the
+    // directory).
+    std::fs::remove_file(&record).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &record).unwrap();
+    let (code, err) = s.run_to_end("p9");
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let (code, _, err) = s.crown(&["once", "reset"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::symlink_metadata(&record).is_err());
+    assert!(std::fs::metadata("/etc/passwd").is_ok());
+    // A record of another command is not taken as this one's: exit 3.
+    std::fs::write(&s.go, "").unwrap();
+    let mut a = vec!["run".to_string(), "--id".into(), "q".into()];
+    a.extend(s.backend.clone());
+    a.extend(["--once", "--", "true"].map(String::from));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    assert_eq!(crown_env(&a, &[]).0, 0);
+    let (code, err) = s.run_to_end("p9");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("another command"), "{err}");
+}
+
+#[test]
+fn etcd_backend_runs_the_duty_once() {
+    etcd::require_etcd();
+    let cluster = etcd::Etcd::start(3);
+    let scratch = tempdir();
+    let eps = cluster.endpoints();
+    let s = Setup::new(
+        &["--backend", "etcd", "--endpoints", &eps],
+        vec![],
+        scratch.path(),
+    );
+    scenario(&s, || {
+        cluster.etcdctl(&["put", &format!("{ELECTION}:duty"), "{\"state\":\"done\"}"]);
+    });
+}
+
+#[test]
+fn kube_backend_runs_the_duty_once() {
+    let env = KubeEnv::start();
+    env.kubectl(&["create", "namespace", "crown"]);
+    let scratch = tempdir();
+    let s = Setup::new(
+        &["--backend", "kube", "--namespace", "crown"],
+        env.admin_env(),
+        scratch.path(),
+    );
+    scenario(&s, || {
+        env.kubectl(&[
+            "-n",
+            "crown",
+            "annotate",
+            "--overwrite",
+            "lease",
+            ELECTION,
+            "crown.io/duty=done",
+        ]);
+    });
+}
