@@ -185,13 +185,22 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     top.render_synopsis_section(&mut out)?;
     top.render_description_section(&mut out)?;
     top.render_options_section(&mut out)?;
-    let mut subs: Vec<&clap::Command> = cmd
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-        .collect();
-    subs.sort_by_key(|s| s.get_display_order());
-    for sub in subs {
+    let visible = |c: &clap::Command| !c.is_hide_set() && c.get_name() != "help";
+    let mut subs: Vec<(String, &clap::Command)> = vec![];
+    let mut top: Vec<&clap::Command> = cmd.get_subcommands().filter(|s| visible(s)).collect();
+    top.sort_by_key(|s| s.get_display_order());
+    for sub in top {
         let name = format!("crown {}", sub.get_name());
+        // Nested commands (`crown once reset`) get their own sections after their parent.
+        let nested: Vec<(String, &clap::Command)> = sub
+            .get_subcommands()
+            .filter(|s| visible(s))
+            .map(|s| (format!("{name} {}", s.get_name()), s))
+            .collect();
+        subs.push((name, sub));
+        subs.extend(nested);
+    }
+    for (name, sub) in subs {
         out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
         let man = clap_mangen::Man::new(sub.clone().bin_name(&name));
         let mut part = Vec::new();

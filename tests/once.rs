@@ -272,3 +272,55 @@ fn kube_backend_runs_the_duty_once() {
         ]);
     });
 }
+
+/// The fence itself, on the file backend's library API: a leader whose term is over (released,
+/// then granted to another) records nothing, and the holder records only for its own term.
+#[tokio::test]
+async fn file_backend_records_success_only_in_the_current_term() {
+    use crown::backend::file::FileBackend;
+    use crown::backend::{AcquireRequest, Backend, Outcome};
+    use crown::election::Identity;
+    use crown::election::lease::Observer;
+    let d = tempdir();
+    let me = |id: &str| Identity {
+        id: id.into(),
+        pid: std::process::id(),
+        host: "h".into(),
+    };
+    let a = FileBackend::open(d.path(), ELECTION, me("a")).unwrap();
+    let b = FileBackend::open(d.path(), ELECTION, me("b")).unwrap();
+    let req = || AcquireRequest {
+        held: None,
+        hold_off: false,
+        lease_duration: Duration::from_secs(2),
+        retry_period: Duration::from_millis(500),
+        now: tokio::time::Instant::now(),
+        deadline: None,
+    };
+    let acquire = |x: FileBackend| async move {
+        match x
+            .try_acquire_or_renew(req(), &mut Observer::default())
+            .await
+            .unwrap()
+        {
+            Outcome::Acquired { term, .. } => term,
+            o => panic!("not acquired: {o:?}"),
+        }
+    };
+    let duty = crown::once::Duty::new(&["./migrate.sh".to_string()]);
+    let t1 = acquire(a.clone()).await;
+    a.release(t1).await.unwrap();
+    let t2 = acquire(b.clone()).await;
+    assert!(t2 > t1);
+    // a's run in t1 finished after t1 ended: not recorded.
+    assert!(!a.record_duty(&duty.record(&me("a"), t1)).await.unwrap());
+    assert!(!a.record_duty(&duty.record(&me("a"), t2)).await.unwrap());
+    assert!(!b.record_duty(&duty.record(&me("b"), t1)).await.unwrap());
+    assert_eq!(b.duty().await.unwrap(), None);
+    assert!(b.record_duty(&duty.record(&me("b"), t2)).await.unwrap());
+    let r = a.duty().await.unwrap().expect("recorded");
+    assert_eq!((r.term, r.holder.as_str()), (t2, "b"));
+    // Released: b's term is over too.
+    b.release(t2).await.unwrap();
+    assert!(!b.record_duty(&duty.record(&me("b"), t2)).await.unwrap());
+}
