@@ -23,8 +23,8 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(30);
 const ELECTION: &str = "mig";
 
-/// CMD: `$0` is the log, `$1` the file that lets it finish.
-const SCRIPT: &str = r#"echo "start $CROWN_TERM $CROWN_ID" >> "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; echo "ok $CROWN_TERM $CROWN_ID" >> "$0""#;
+/// CMD: `$0` is the log; `$1` (or `$1.<term>`, for its term only) the file that lets it finish.
+const SCRIPT: &str = r#"echo "start $CROWN_TERM $CROWN_ID" >> "$0"; while [ ! -e "$1" ] && [ ! -e "$1.$CROWN_TERM" ]; do sleep 0.05; done; echo "ok $CROWN_TERM $CROWN_ID" >> "$0""#;
 
 struct Setup {
     /// Backend flags (with `-e mig`).
@@ -192,6 +192,52 @@ fn scenario(s: &Setup, plant_garbage: impl Fn()) {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("removed an unreadable duty record"), "{out}");
     assert_eq!(s.duty(), Value::Null);
+
+    stale_leader_records_nothing(s);
+}
+
+/// A leader paused (SIGSTOP) mid-run loses its term; its CMD exits 0 while it is paused. When
+/// it resumes, that success is not recorded: only the run of the current term counts.
+fn stale_leader_records_nothing(s: &Setup) {
+    std::fs::remove_file(&s.go).unwrap();
+    let n0 = s.log().len();
+    let mut ps: Vec<Participant> = ["q1", "q2", "q3"].iter().map(|id| s.spawn(id)).collect();
+    let (_, t1, a) = s.wait_log(n0 + 1)[n0].clone();
+    let ai = ps.iter().position(|p| p.id == a).unwrap();
+    ps[ai].signal(Signal::SIGSTOP);
+    let (k, t2, b) = s.wait_log(n0 + 2)[n0 + 1].clone();
+    assert_eq!(k, "start");
+    assert!(t2 > t1 && b != a);
+    // a's CMD (not paused: its own process group) finishes while a is paused.
+    std::fs::write(format!("{}.{t1}", s.go.display()), "").unwrap();
+    let ok1 = s.wait_log(n0 + 3)[n0 + 2].clone();
+    assert_eq!(ok1, ("ok".to_string(), t1, a.clone()));
+    ps[ai].signal(Signal::SIGCONT);
+    ps[ai].wait_for("a follower again (or a record attempt)", T, |l| {
+        (l.event() == "follower" && l.term() >= Some(t2)) || l.event().starts_with("duty_")
+    });
+    // If a's loop saw the exit (rather than stopping the child first), it tried and failed.
+    if ps[ai]
+        .lines()
+        .iter()
+        .any(|l| l.event() == "child_exited" && l.term() == Some(t1))
+    {
+        ps[ai].wait_for("duty_not_recorded", T, |l| {
+            l.event() == "duty_not_recorded" && l.term() == Some(t1)
+        });
+    }
+    assert_eq!(s.duty(), Value::Null, "a stale term recorded the duty");
+    // The current leader's run counts.
+    std::fs::write(format!("{}.{t2}", s.go.display()), "").unwrap();
+    for p in ps.iter_mut() {
+        exits_0(p);
+    }
+    let d = s.duty();
+    assert_eq!(d["term"].as_u64(), Some(t2), "{d}");
+    assert_eq!(d["holder"], b.as_str(), "{d}");
+    let log = s.log();
+    assert_eq!(log.len(), n0 + 4, "{log:?}");
+    assert_eq!(log[n0 + 3], ("ok".to_string(), t2, b));
 }
 
 #[test]
@@ -323,4 +369,129 @@ async fn file_backend_records_success_only_in_the_current_term() {
     // Released: b's term is over too.
     b.release(t2).await.unwrap();
     assert!(!b.record_duty(&duty.record(&me("b"), t2)).await.unwrap());
+}
+
+fn ident(id: &str) -> crown::election::Identity {
+    crown::election::Identity {
+        id: id.into(),
+        pid: std::process::id(),
+        host: "h".into(),
+    }
+}
+
+/// Campaigns with `b` until it is granted the lease (woken by its watch, or every 100 ms).
+async fn acquire_on(b: &dyn crown::backend::Backend) -> crown::election::Term {
+    use crown::backend::{AcquireRequest, Outcome};
+    let mut obs = crown::election::lease::Observer::default();
+    let until = tokio::time::Instant::now() + T;
+    loop {
+        let req = AcquireRequest {
+            held: None,
+            hold_off: false,
+            lease_duration: Duration::from_secs(2),
+            retry_period: Duration::from_millis(500),
+            now: tokio::time::Instant::now(),
+            deadline: None,
+        };
+        if let Outcome::Acquired { term, .. } = b.try_acquire_or_renew(req, &mut obs).await.unwrap()
+        {
+            return term;
+        }
+        assert!(tokio::time::Instant::now() < until, "never granted");
+        tokio::select! {
+            _ = b.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// etcd's fence is the transaction's compare, not the leader's own belief: a leader whose key
+/// was deleted (it has not noticed yet) records nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_backend_records_success_only_while_the_leader_key_exists() {
+    use crown::backend::Backend;
+    use crown::backend::etcd::{EtcdBackend, EtcdOptions};
+    etcd::require_etcd();
+    let cluster = etcd::Etcd::start(1);
+    let opts = EtcdOptions {
+        endpoints: vec![cluster.endpoints()],
+        prefix: String::new(),
+        election: ELECTION.into(),
+        cacert: None,
+        cert: None,
+        key: None,
+        user: None,
+        wait: Duration::from_secs(10),
+        history_limit: 100,
+    };
+    let duty = crown::once::Duty::new(&["./migrate.sh".to_string()]);
+    let a = EtcdBackend::connect(opts.clone(), Some(ident("a")))
+        .await
+        .unwrap();
+    let t1 = acquire_on(&a).await;
+    assert!(
+        !a.record_duty(&duty.record(&ident("a"), crown::election::Term(t1.0 + 1)))
+            .await
+            .unwrap()
+    );
+    cluster.etcdctl(&["del", "--prefix", &format!("{ELECTION}/")]);
+    assert!(!a.record_duty(&duty.record(&ident("a"), t1)).await.unwrap());
+    assert_eq!(a.duty().await.unwrap(), None);
+    let b = EtcdBackend::connect(opts, Some(ident("b"))).await.unwrap();
+    let t2 = acquire_on(&b).await;
+    assert!(b.record_duty(&duty.record(&ident("b"), t2)).await.unwrap());
+    assert_eq!(a.duty().await.unwrap().map(|r| r.term), Some(t2));
+}
+
+/// The kube fence re-reads the Lease: a leader whose Lease another writer took (it has not
+/// noticed yet) records nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_backend_records_success_only_while_the_lease_is_ours() {
+    use crown::backend::Backend;
+    use crown::backend::kube::{ClientOptions, KubeBackend, set_client_options};
+    let env = KubeEnv::start();
+    env.kubectl(&["create", "namespace", "crown"]);
+    set_client_options(ClientOptions {
+        kubeconfig: Some(env.kubeconfig()),
+        context: None,
+        pod_name: None,
+    });
+    let duty = crown::once::Duty::new(&["./migrate.sh".to_string()]);
+    let connect = |id: &'static str| {
+        KubeBackend::connect(
+            "crown",
+            ELECTION,
+            ELECTION,
+            ident(id),
+            Duration::from_secs(10),
+        )
+    };
+    let a = connect("a").await.unwrap();
+    let t1 = acquire_on(&a).await;
+    env.kubectl(&[
+        "-n",
+        "crown",
+        "patch",
+        "lease",
+        ELECTION,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"stranger"}}"#,
+    ]);
+    assert!(!a.record_duty(&duty.record(&ident("a"), t1)).await.unwrap());
+    assert_eq!(a.duty().await.unwrap(), None);
+    env.kubectl(&[
+        "-n",
+        "crown",
+        "patch",
+        "lease",
+        ELECTION,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"a"}}"#,
+    ]);
+    assert!(a.record_duty(&duty.record(&ident("a"), t1)).await.unwrap());
+    assert_eq!(a.duty().await.unwrap().map(|r| r.term), Some(t1));
 }
