@@ -495,3 +495,39 @@ async fn kube_backend_records_success_only_while_the_lease_is_ours() {
     assert!(a.record_duty(&duty.record(&ident("a"), t1)).await.unwrap());
     assert_eq!(a.duty().await.unwrap().map(|r| r.term), Some(t1));
 }
+
+/// `--on-child-exit restart` retries a failed run in the same term, but an exit 0 ends the duty
+/// (it is recorded, not restarted); `--once` needs a command.
+#[test]
+fn restart_retries_failures_and_stops_at_success() {
+    let d = tempdir();
+    let dir = path(&d).join("e");
+    let scratch = tempdir();
+    let tried = scratch.path().join("tried");
+    let mut args: Vec<String> = ["--dir", dir.to_str().unwrap(), "-e", ELECTION]
+        .map(String::from)
+        .to_vec();
+    args.extend(timings_fast());
+    args.extend(
+        [
+            "--on-child-exit",
+            "restart",
+            "--once",
+            "--",
+            "sh",
+            "-c",
+            r#"echo "$CROWN_TERM" >> "$0"; [ -e "$0.ok" ] && exit 0; touch "$0.ok"; exit 1"#,
+            tried.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let mut p = Participant::spawn_with("r", &args, &[]);
+    exits_0(&mut p);
+    let runs = std::fs::read_to_string(&tried).unwrap();
+    let terms: Vec<&str> = runs.lines().collect();
+    assert_eq!(terms.len(), 2, "{runs}");
+    assert_eq!(terms[0], terms[1], "restarted in another term: {runs}");
+    p.wait_for("duty_recorded", T, |l| l.event() == "duty_recorded");
+    let (code, _, err) = crown(&["run", "--dir", dir.to_str().unwrap(), "--once"]);
+    assert_eq!(code, 2, "{err}");
+}
