@@ -332,8 +332,11 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         );
         if !args.command.is_empty() {
             println!(
-                "sidecar: command {:?} grace {grace:?} on-child-exit {:?} on-loss {:?}",
-                args.command, args.sidecar.on_child_exit, args.sidecar.on_loss
+                "sidecar: command {:?} grace {grace:?} on-child-exit {:?} on-loss {:?}{}",
+                args.command,
+                args.sidecar.on_child_exit,
+                args.sidecar.on_loss,
+                if args.once { " once" } else { "" }
             );
         }
         return Ok(exit::OK);

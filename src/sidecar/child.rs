@@ -222,10 +222,15 @@ async fn supervise(
                 // Stragglers in its group and the rest of its tree go too.
                 let _ = kill(Pid::from_raw(-r.pid), Signal::SIGKILL);
                 let killed = kill_orphans().await;
-                tracing::warn!(event = "child_exited", id = spec.id.as_str(), term = r.term.0, pid = r.pid, code, descendants_killed = killed,
-                    "[{}] child {} exited on its own with code {code} after {} ms (term {}{}): {}", spec.id, r.pid, r.started.elapsed().as_millis(), r.term,
+                let line = format!("[{}] child {} exited on its own with code {code} after {} ms (term {}{}): {}", spec.id, r.pid, r.started.elapsed().as_millis(), r.term,
                     if killed > 0 { format!(", {killed} descendants that outlived it killed") } else { String::new() },
                     match spec.on_exit { _ if spec.once && code == 0 => "recording the duty as done", OnChildExit::Exit => "releasing and exiting", OnChildExit::Resign => "resigning", OnChildExit::Restart => "restarting in 1s" });
+                // `--once`: a success is what was asked for (INFO), not a surprise (WARN).
+                if spec.once && code == 0 {
+                    tracing::info!(event = "child_exited", id = spec.id.as_str(), term = r.term.0, pid = r.pid, code, descendants_killed = killed, "{line}");
+                } else {
+                    tracing::warn!(event = "child_exited", id = spec.id.as_str(), term = r.term.0, pid = r.pid, code, descendants_killed = killed, "{line}");
+                }
                 match spec.on_exit {
                     OnChildExit::Restart if !(spec.once && code == 0) => restart = Some((r.term, Instant::now() + Duration::from_secs(1))),
                     _ => { let _ = exits.send(Exited { term: r.term, code, ran: r.started.elapsed() }).await; }
