@@ -531,3 +531,48 @@ fn restart_retries_failures_and_stops_at_success() {
     let (code, _, err) = crown(&["run", "--dir", dir.to_str().unwrap(), "--once"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// The shipped Roles suffice: participants with `crown-participant`'s rights (in Pods, as the
+/// Deployment runs them) record the duty, and `crown-dashboard`'s rights reset it.
+#[test]
+fn kube_shipped_roles_suffice_for_once_and_reset() {
+    let env = KubeEnv::start();
+    for m in [
+        include_str!("../k8s/base/namespace.yaml"),
+        include_str!("../k8s/base/serviceaccount.yaml"),
+        include_str!("../k8s/kube/rbac.yaml"),
+    ] {
+        env.kubectl_stdin(&["apply", "-f", "-"], Some(m));
+    }
+    let scratch = tempdir();
+    let participant =
+        env.env_for(&env.kubeconfig_as("system:serviceaccount:crown:crown-participant"));
+    let dashboard = env.env_for(&env.kubeconfig_as("system:serviceaccount:crown:crown-dashboard"));
+    let mut s = Setup::new(
+        &["--backend", "kube", "--namespace", "crown"],
+        participant,
+        scratch.path(),
+    );
+    // The Role names the Lease `crown`: the default election.
+    s.backend.truncate(s.backend.len() - 2);
+    std::fs::write(&s.go, "").unwrap();
+    let mut ps: Vec<Participant> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            env.create_pod("crown", id, true);
+            let mut a = s.run_args();
+            a.splice(0..0, ["--pod-name".to_string(), id.to_string()]);
+            Participant::spawn_with(id, &a, &s.env)
+        })
+        .collect();
+    for p in ps.iter_mut() {
+        exits_0(p);
+    }
+    assert_eq!(s.log().iter().filter(|l| l.0 == "ok").count(), 1);
+    s.env = dashboard;
+    assert_eq!(s.duty()["state"], "done");
+    let (code, out, err) = s.crown(&["once", "reset"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("duty reset"), "{out}");
+    assert_eq!(s.duty(), Value::Null);
+}
