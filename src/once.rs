@@ -183,6 +183,28 @@ impl Duty {
         }
     }
 
+    /// [`Duty::check`] bounded by `limit` (a read that does not answer in time is
+    /// "backend unavailable", exit code 4), so a stuck backend never stalls `crown run`'s
+    /// event loop.
+    pub async fn check_within(
+        &self,
+        backend: &dyn crate::backend::Backend,
+        election: &str,
+        limit: std::time::Duration,
+    ) -> Result<Option<DutyRecord>, crate::participant::Failure> {
+        tokio::time::timeout(limit, self.check(backend, election))
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::participant::Failure::new(
+                    crate::exit::BACKEND_UNAVAILABLE,
+                    format!(
+                        "reading the duty record did not answer within {}",
+                        humantime::format_duration(limit)
+                    ),
+                ))
+            })
+    }
+
     /// The success record of a run by `me` in `term`.
     pub fn record(&self, me: &crate::election::Identity, term: Term) -> DutyRecord {
         DutyRecord {

@@ -539,7 +539,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             }
             _ = duty_tick.tick(), if duty.is_some() && !shutdown.is_cancelled() => {
                 let d = duty.as_ref().expect("guarded");
-                match d.check(backend.as_ref(), &args.backend.election).await {
+                match d.check_within(backend.as_ref(), &args.backend.election, cfg.renew_deadline).await {
                     Ok(None) => {}
                     Ok(Some(rec)) => {
                         log_duty_done(&id, &rec);
@@ -561,7 +561,16 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                     // Success is recorded by the leader of the term that ran it, while that
                     // term is still current (one compare-and-swap); only then is the lease
                     // released (shutdown).
-                    match backend.record_duty(&d.record(&me, x.term)).await {
+                    // Bounded: a write whose answer is lost may or may not have landed, and
+                    // either way resigning is safe (done, or run again: at least once).
+                    let rec = d.record(&me, x.term);
+                    let write = backend.record_duty(&rec);
+                    let res = tokio::time::timeout(cfg.renew_deadline, write)
+                        .await
+                        .unwrap_or_else(|_| Err(BackendError::Unavailable(format!(
+                            "no answer within {}", humantime::format_duration(cfg.renew_deadline)
+                        ))));
+                    match res {
                         Ok(true) => {
                             tracing::info!(event = "duty_recorded", id = id.as_str(), term = x.term.0,
                                 "[{id}] ✅ duty done: CMD exited 0 in term {}; recorded, releasing and exiting 0", x.term);
@@ -619,7 +628,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 // `--once`: a predecessor may have finished between our grant and now.
                 let done = match &duty {
                     Some(d) if !wait.gave_up => {
-                        match d.check(backend.as_ref(), &args.backend.election).await {
+                        match d
+                            .check_within(
+                                backend.as_ref(),
+                                &args.backend.election,
+                                cfg.renew_deadline,
+                            )
+                            .await
+                        {
                             Ok(None) => false,
                             Ok(Some(rec)) => {
                                 log_duty_done(&id, &rec);
