@@ -518,6 +518,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let mut duty_tick = tokio::time::interval(cfg.retry_period);
     duty_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut duty_failure: Option<Failure> = None;
+    // `--once`, recorded: release (shut down) at this instant, or once no one else is left.
+    let mut linger: Option<tokio::time::Instant> = None;
     loop {
         let ev = tokio::select! {
             ev = events.next() => match ev {
@@ -537,7 +539,17 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 shutdown.cancel();
                 continue;
             }
-            _ = duty_tick.tick(), if duty.is_some() && !shutdown.is_cancelled() => {
+            _ = tokio::time::sleep(cfg.retry_period / 4), if linger.is_some() && !shutdown.is_cancelled() => {
+                let alone = match tokio::time::timeout(cfg.retry_period, backend.members()).await {
+                    Ok(Ok(ms)) => ms.iter().all(|m| m.id == id),
+                    _ => false,
+                };
+                if alone || linger.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    shutdown.cancel();
+                }
+                continue;
+            }
+            _ = duty_tick.tick(), if duty.is_some() && linger.is_none() && !shutdown.is_cancelled() => {
                 let d = duty.as_ref().expect("guarded");
                 match d.check_within(backend.as_ref(), &args.backend.election, cfg.renew_deadline).await {
                     Ok(None) => {}
@@ -575,7 +587,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                             tracing::info!(event = "duty_recorded", id = id.as_str(), term = x.term.0,
                                 "[{id}] ✅ duty done: CMD exited 0 in term {}; recorded, releasing and exiting 0", x.term);
                             code = exit::OK;
-                            shutdown.cancel();
+                            // Hold the lease a little longer, so that the followers see the
+                            // record (every retry period) and exit as followers, rather than
+                            // each being granted the lease in turn only to find it done.
+                            linger = Some(tokio::time::Instant::now() + 2 * cfg.retry_period);
                         }
                         Ok(false) => {
                             tracing::warn!(event = "duty_not_recorded", id = id.as_str(), term = x.term.0,
@@ -669,7 +684,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             Event::StoppedLeading {
                 reason: StopReason::RenewDeadline | StopReason::Superseded,
                 ..
-            } if args.sidecar.on_loss == OnLoss::Exit && !shutdown.is_cancelled() => {
+            } if args.sidecar.on_loss == OnLoss::Exit
+                && !shutdown.is_cancelled()
+                && linger.is_none() =>
+            {
                 tracing::warn!(
                     event = "exiting_on_loss",
                     id = id.as_str(),

@@ -135,6 +135,18 @@ fn scenario(s: &Setup, plant_garbage: impl Fn()) {
             exits_0(p);
         }
     }
+    // The follower found the record while following: the leader held the lease until it had
+    // (it is never granted a term only to find the duty done).
+    for p in ps.iter().filter(|p| p.id != a && p.id != b) {
+        let l = p.lines();
+        assert!(l.iter().any(|x| x.event() == "duty_done"), "[{}]", p.id);
+        assert!(
+            !l.iter()
+                .any(|x| x.event() == "became_leader" && x.term() > Some(t2)),
+            "[{}] was granted the lease after the duty was done",
+            p.id
+        );
+    }
     let log = s.log();
     assert_eq!(
         log,
