@@ -69,21 +69,23 @@ pub fn command() -> clap::Command {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
     for name in ONE_SHOT {
-        cmd = cmd.mut_subcommand(name, |c| {
-            c.mut_arg("wait_for_backend", |a| {
-                a.long("timeout")
-                    .alias("wait-for-backend")
-                    .value_name("DURATION")
-                    .env("CROWN_TIMEOUT")
-                    .default_value("3s")
-                    .help(
-                        "Give up (exit code 4, one line) when the backend does not answer within \
-                         this long: connecting, and then reading",
-                    )
-            })
-        });
+        cmd = cmd.mut_subcommand(name, one_shot_timeout);
     }
-    cmd
+    cmd.mut_subcommand("once", |c| c.mut_subcommand("reset", one_shot_timeout))
+}
+
+fn one_shot_timeout(c: clap::Command) -> clap::Command {
+    c.mut_arg("wait_for_backend", |a| {
+        a.long("timeout")
+            .alias("wait-for-backend")
+            .value_name("DURATION")
+            .env("CROWN_TIMEOUT")
+            .default_value("3s")
+            .help(
+                "Give up (exit code 4, one line) when the backend does not answer within \
+                 this long: connecting, and then reading",
+            )
+    })
 }
 
 /// Parses the process's arguments with [`command`] (exits 2 with clap's message on bad
@@ -94,11 +96,17 @@ pub fn parse() -> Cli {
     let mut cli =
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit());
     if let Some((_, sub)) = matches.subcommand() {
+        // `crown once reset`: its flags are one level down.
+        let sub = match &cli.command {
+            Command::Once(_) => sub.subcommand().map_or(sub, |(_, m)| m),
+            _ => sub,
+        };
         let etcd = match &mut cli.command {
             Command::Run(a) => Some(&mut a.backend.etcd),
             Command::Status(a) | Command::History(a) => Some(&mut a.backend.etcd),
             Command::Tui(a) => Some(&mut a.backend.etcd),
             Command::Demo(a) => Some(&mut a.etcd),
+            Command::Once(OnceCommand::Reset(a)) => Some(&mut a.backend.etcd),
             Command::ExecGuard(_) | Command::Completions { .. } | Command::Man => None,
         };
         if let Some(etcd) = etcd
@@ -177,13 +185,22 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     top.render_synopsis_section(&mut out)?;
     top.render_description_section(&mut out)?;
     top.render_options_section(&mut out)?;
-    let mut subs: Vec<&clap::Command> = cmd
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-        .collect();
-    subs.sort_by_key(|s| s.get_display_order());
-    for sub in subs {
+    let visible = |c: &clap::Command| !c.is_hide_set() && c.get_name() != "help";
+    let mut subs: Vec<(String, &clap::Command)> = vec![];
+    let mut top: Vec<&clap::Command> = cmd.get_subcommands().filter(|s| visible(s)).collect();
+    top.sort_by_key(|s| s.get_display_order());
+    for sub in top {
         let name = format!("crown {}", sub.get_name());
+        // Nested commands (`crown once reset`) get their own sections after their parent.
+        let nested: Vec<(String, &clap::Command)> = sub
+            .get_subcommands()
+            .filter(|s| visible(s))
+            .map(|s| (format!("{name} {}", s.get_name()), s))
+            .collect();
+        subs.push((name, sub));
+        subs.extend(nested);
+    }
+    for (name, sub) in subs {
         out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
         let man = clap_mangen::Man::new(sub.clone().bin_name(&name));
         let mut part = Vec::new();
@@ -212,7 +229,8 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
         "0 success; 1 internal error; 2 bad flags; 3 invalid configuration; 4 backend \
          unavailable; 5 corrupt stored state; 6 leadership lost with --on-loss exit; 7 the \
          backend denied a verb (Kubernetes RBAC); 8 not leader within --wait; with a child and \
-         --on-child-exit exit, the child's code.",
+         --on-child-exit exit, the child's code (with --once: 0 once the duty is done, by this \
+         participant or another).",
     );
     Ok(out)
 }
@@ -247,6 +265,9 @@ pub enum Command {
     /// Start N local participants and watch them in the dashboard; without a terminal, print
     /// their logs and the dashboard's events instead. Its participants stop with it.
     Demo(DemoArgs),
+    /// Manage the duty of `crown run --once` (its state shows in `crown status`).
+    #[command(subcommand)]
+    Once(OnceCommand),
     /// Print a shell completion script (e.g. `crown completions bash >
     /// /etc/bash_completion.d/crown`, or `source <(crown completions zsh)`).
     Completions {
@@ -260,6 +281,22 @@ pub enum Command {
     /// Internal: runs CMD so that it dies with crown (see `crown::sidecar::child`).
     #[command(name = "__exec-guard", hide = true)]
     ExecGuard(ExecGuardArgs),
+}
+
+/// `crown once …`.
+#[derive(Debug, Subcommand)]
+pub enum OnceCommand {
+    /// Remove the duty's success record, so that the next `crown run --once` runs CMD again
+    /// (an unreadable record is removed too). Prints what it removed.
+    Reset(OnceResetArgs),
+}
+
+/// `crown once reset`.
+#[derive(Clone, Debug, Args)]
+pub struct OnceResetArgs {
+    /// Backend flags.
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// `crown __exec-guard --parent-pid PID -- CMD ARGS…` (internal).
@@ -598,6 +635,13 @@ pub struct RunArgs {
     /// the backend. Used to validate container args.
     #[arg(long)]
     pub check_config: bool,
+    /// A duty with an end: across all participants of the election, CMD runs (by the leader)
+    /// until one run exits 0; that success is recorded in the backend and every participant,
+    /// running or started later, then exits 0 without running it. At least once: a leader that
+    /// dies mid-run leaves no record and the next leader runs CMD again, with a higher
+    /// CROWN_TERM. `crown once reset` clears the record.
+    #[arg(long, requires = "command", env = "CROWN_ONCE")]
+    pub once: bool,
     /// Sidecar flags.
     #[command(flatten)]
     pub sidecar: SidecarArgs,

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod cli;
 pub mod election;
 pub mod exit;
+pub mod once;
 pub mod participant;
 pub mod report;
 pub mod sidecar;

@@ -1,7 +1,7 @@
 //! The `crown` binary: parses flags, runs the command, maps failures to one line on stderr
 //! and a distinct exit code (see `crown::exit`).
 
-use crown::cli::{Cli, Command, OutputFormat};
+use crown::cli::{Cli, Command, OnceCommand, OutputFormat};
 use crown::participant::{self, Failure};
 use crown::{exit, report};
 
@@ -97,6 +97,32 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                     report::history_text(&rows, args.output == OutputFormat::Wide)
                 ),
                 f => print!("{}", serialized(&rows, f)),
+            }
+            Ok(exit::OK)
+        }
+        Command::Once(OnceCommand::Reset(args)) => {
+            participant::init_logging(
+                crown::cli::LogFormat::Text,
+                participant::ONE_SHOT_LOG_DEFAULT,
+            );
+            let wait = args.backend.wait_for_backend;
+            let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
+            let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
+            let reset = async { Ok(b.reset_duty().await?) };
+            let removed = report::bounded(report::read_limit(wait), reset).await?;
+            let e = report::escape(&args.backend.election).into_owned();
+            match removed {
+                crown::once::Removed::Nothing => {
+                    println!("election {e}: no duty record, nothing to reset")
+                }
+                crown::once::Removed::Record(r) => println!(
+                    "election {e}: duty reset (was: {}); the next `crown run --once` runs it again",
+                    report::escape(&r.describe())
+                ),
+                crown::once::Removed::Unreadable(why) => println!(
+                    "election {e}: removed an unreadable duty record ({})",
+                    report::escape(&why)
+                ),
             }
             Ok(exit::OK)
         }

@@ -332,8 +332,11 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         );
         if !args.command.is_empty() {
             println!(
-                "sidecar: command {:?} grace {grace:?} on-child-exit {:?} on-loss {:?}",
-                args.command, args.sidecar.on_child_exit, args.sidecar.on_loss
+                "sidecar: command {:?} grace {grace:?} on-child-exit {:?} on-loss {:?}{}",
+                args.command,
+                args.sidecar.on_child_exit,
+                args.sidecar.on_loss,
+                if args.once { " once" } else { "" }
             );
         }
         return Ok(exit::OK);
@@ -350,6 +353,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     };
     let backend = open_backend(&args.backend, me.clone()).await?;
     let id = me.id.clone();
+    // `--once`: a duty already done is not run again (and nothing campaigns for it).
+    let duty = args.once.then(|| crate::once::Duty::new(&args.command));
+    if let Some(d) = &duty
+        && let Some(rec) = d.check(backend.as_ref(), &args.backend.election).await?
+    {
+        log_duty_done(&id, &rec);
+        return Ok(exit::OK);
+    }
     tracing::info!(
         event = "starting",
         id = id.as_str(),
@@ -379,6 +390,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             grace,
             on_exit: args.sidecar.on_child_exit,
             nofile: (limits.original_soft < limits.soft).then_some(limits.original_soft),
+            once: args.once,
         })
         .map_err(|e| {
             Failure::new(
@@ -507,6 +519,12 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let mut code = exit::OK;
     let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
     let mut backoff = ResignBackoff::default();
+    // `--once`: followers look for the success record every retry period.
+    let mut duty_tick = tokio::time::interval(cfg.retry_period);
+    duty_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut duty_failure: Option<Failure> = None;
+    // `--once`, recorded: release (shut down) at this instant, or once no one else is left.
+    let mut linger: Option<tokio::time::Instant> = None;
     loop {
         let ev = tokio::select! {
             ev = events.next() => match ev {
@@ -526,7 +544,75 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 shutdown.cancel();
                 continue;
             }
+            _ = tokio::time::sleep(cfg.retry_period / 4), if linger.is_some() && !shutdown.is_cancelled() => {
+                let alone = match tokio::time::timeout(cfg.retry_period, backend.members()).await {
+                    Ok(Ok(ms)) => ms.iter().all(|m| m.id == id),
+                    _ => false,
+                };
+                if alone || linger.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    shutdown.cancel();
+                }
+                continue;
+            }
+            _ = duty_tick.tick(), if duty.is_some() && linger.is_none() && !shutdown.is_cancelled() => {
+                let d = duty.as_ref().expect("guarded");
+                match d.check_within(backend.as_ref(), &args.backend.election, cfg.renew_deadline).await {
+                    Ok(None) => {}
+                    Ok(Some(rec)) => {
+                        log_duty_done(&id, &rec);
+                        code = exit::OK;
+                        shutdown.cancel();
+                    }
+                    Err(f) if f.code == exit::BACKEND_UNAVAILABLE => {
+                        tracing::debug!("[{id}] cannot read the duty record: {f}");
+                    }
+                    Err(f) => {
+                        duty_failure = Some(f);
+                        shutdown.cancel();
+                    }
+                }
+                continue;
+            }
             Some(x) = recv_opt(&mut child_exits) => {
+                if let Some(d) = duty.as_ref().filter(|_| x.code == 0 && !shutdown.is_cancelled()) {
+                    // Success is recorded by the leader of the term that ran it, while that
+                    // term is still current (one compare-and-swap); only then is the lease
+                    // released (shutdown).
+                    // Bounded: a write whose answer is lost may or may not have landed, and
+                    // either way resigning is safe (done, or run again: at least once).
+                    let rec = d.record(&me, x.term);
+                    let write = backend.record_duty(&rec);
+                    let res = tokio::time::timeout(cfg.renew_deadline, write)
+                        .await
+                        .unwrap_or_else(|_| Err(BackendError::Unavailable(format!(
+                            "no answer within {}", humantime::format_duration(cfg.renew_deadline)
+                        ))));
+                    match res {
+                        Ok(true) => {
+                            tracing::info!(event = "duty_recorded", id = id.as_str(), term = x.term.0,
+                                "[{id}] ✅ duty done: CMD exited 0 in term {}; recorded, releasing and exiting 0", x.term);
+                            code = exit::OK;
+                            // Hold the lease a little longer, so that the followers see the
+                            // record (every retry period) and exit as followers, rather than
+                            // each being granted the lease in turn only to find it done.
+                            linger = Some(tokio::time::Instant::now() + 2 * cfg.retry_period);
+                        }
+                        Ok(false) => {
+                            tracing::warn!(event = "duty_not_recorded", id = id.as_str(), term = x.term.0,
+                                "[{id}] CMD exited 0 after term {} was over: not recorded (the current leader runs it)", x.term);
+                            if args.sidecar.on_loss == OnLoss::Exit {
+                                code = exit::LOST_LEADERSHIP;
+                                shutdown.cancel();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(event = "duty_not_recorded", id = id.as_str(), term = x.term.0,
+                                "[{id}] CMD exited 0 in term {} but the duty could not be recorded ({e}): resigning, so that it runs again", x.term);
+                            handle.resign().await;
+                        }
+                    }
+                    continue;
+                }
                 match args.sidecar.on_child_exit {
                     OnChildExit::Exit if !shutdown.is_cancelled() => {
                         code = x.code;
@@ -559,14 +645,54 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         }
         match &ev {
             Event::StartedLeading { term } => {
-                if let Some(s) = supervisor.as_ref().filter(|_| !wait.gave_up) {
+                // `--once`: a predecessor may have finished between our grant and now.
+                let done = match &duty {
+                    Some(d) if !wait.gave_up => {
+                        match d
+                            .check_within(
+                                backend.as_ref(),
+                                &args.backend.election,
+                                cfg.renew_deadline,
+                            )
+                            .await
+                        {
+                            Ok(None) => false,
+                            Ok(Some(rec)) => {
+                                log_duty_done(&id, &rec);
+                                code = exit::OK;
+                                shutdown.cancel();
+                                true
+                            }
+                            Err(f) if f.code == exit::BACKEND_UNAVAILABLE => {
+                                tracing::warn!(
+                                    event = "duty_unknown",
+                                    id = id.as_str(),
+                                    term = term.0,
+                                    "[{id}] cannot read the duty record ({f}): resigning instead of running CMD"
+                                );
+                                handle.resign().await;
+                                true
+                            }
+                            Err(f) => {
+                                duty_failure = Some(f);
+                                shutdown.cancel();
+                                true
+                            }
+                        }
+                    }
+                    _ => false,
+                };
+                if let Some(s) = supervisor.as_ref().filter(|_| !wait.gave_up && !done) {
                     s.start(*term);
                 }
             }
             Event::StoppedLeading {
                 reason: StopReason::RenewDeadline | StopReason::Superseded,
                 ..
-            } if args.sidecar.on_loss == OnLoss::Exit && !shutdown.is_cancelled() => {
+            } if args.sidecar.on_loss == OnLoss::Exit
+                && !shutdown.is_cancelled()
+                && linger.is_none() =>
+            {
                 tracing::warn!(
                     event = "exiting_on_loss",
                     id = id.as_str(),
@@ -604,6 +730,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let role = handle.status().borrow().role;
     debug_assert!(failed.is_some() || role != Role::Leader);
     tracing::info!(event = "stopped", id = id.as_str(), "[{id}] stopped");
+    if let Some(f) = duty_failure {
+        return Err(f);
+    }
     if let Some(message) = failed {
         return Err(Failure::new(
             exit::INTERNAL,
@@ -614,6 +743,18 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         Some(message) => Err(Failure::new(exit::FORBIDDEN, message)),
         None => Ok(code),
     }
+}
+
+/// `--once`: the duty is done (by anyone): one INFO line; the caller exits 0.
+fn log_duty_done(id: &str, rec: &crate::once::DutyRecord) {
+    tracing::info!(
+        event = "duty_done",
+        id,
+        term = rec.term.0,
+        holder = rec.holder.as_str(),
+        "[{id}] duty {}: exiting 0 without running CMD",
+        rec.describe()
+    );
 }
 
 /// `crown run --wait`: the deadline to become leader by, once.

@@ -107,6 +107,54 @@ pub struct StatusReport {
     pub leader: Option<StatusLeader>,
     /// Members with a heartbeat.
     pub members: Vec<StatusMember>,
+    /// The duty of `crown run --once`: `null` when no success is recorded.
+    pub duty: Option<StatusDuty>,
+}
+
+/// The state of a `crown run --once` duty in a status report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatusDuty {
+    /// `done`, or `unreadable` (a record that does not parse: never trusted as done).
+    pub state: String,
+    /// The term whose leader ran it to success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term: Option<Term>,
+    /// That leader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// When its command exited (its wall clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Its exit code (0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why an unreadable record is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The duty's state; a record that cannot be trusted is reported, not an error.
+async fn duty(backend: &dyn Backend) -> Result<Option<StatusDuty>, BackendError> {
+    Ok(match backend.duty().await {
+        Ok(None) => None,
+        Ok(Some(r)) => Some(StatusDuty {
+            state: "done".into(),
+            term: Some(r.term),
+            holder: Some(r.holder),
+            finished_at: Some(r.finished_at),
+            exit_code: Some(r.exit_code),
+            error: None,
+        }),
+        Err(BackendError::Corrupt(why)) => Some(StatusDuty {
+            state: "unreadable".into(),
+            term: None,
+            holder: None,
+            finished_at: None,
+            exit_code: None,
+            error: Some(why),
+        }),
+        Err(e) => return Err(e),
+    })
 }
 
 fn age_ms(now: Timestamp, t: Timestamp) -> u64 {
@@ -117,6 +165,7 @@ fn age_ms(now: Timestamp, t: Timestamp) -> u64 {
 pub async fn status(backend: &dyn Backend, election: &str) -> Result<StatusReport, BackendError> {
     let lease = backend.lease().await?;
     let members = backend.members().await?;
+    let duty = duty(backend).await?;
     let now = Timestamp::now();
     let leader = match lease {
         LeaseView::Record(r) => r.leader().map(|l| StatusLeader {
@@ -143,6 +192,7 @@ pub async fn status(backend: &dyn Backend, election: &str) -> Result<StatusRepor
                 term: m.term,
             })
             .collect(),
+        duty,
     })
 }
 
@@ -203,6 +253,17 @@ pub fn status_text(r: &StatusReport, wide: bool) -> String {
             )
         }
         None => s += "leader    none\n",
+    }
+    if let Some(d) = &r.duty {
+        s += &match (&d.error, d.term, &d.holder, d.finished_at) {
+            (Some(e), ..) => format!("duty      unreadable: {}\n", escape(e)),
+            (None, Some(t), Some(h), Some(at)) => format!(
+                "duty      done (term {t}, by {}, at {at}, exit {})\n",
+                escape(h),
+                d.exit_code.unwrap_or_default()
+            ),
+            _ => format!("duty      {}\n", escape(&d.state)),
+        };
     }
     s += &format!("members   {}\n", r.members.len());
     if !r.members.is_empty() {
@@ -353,14 +414,22 @@ mod tests {
                 term: Term(3),
                 heartbeat_age_ms: 5,
             }],
+            duty: Some(StatusDuty {
+                state: "done".into(),
+                term: Some(Term(2)),
+                holder: Some(evil.into()),
+                finished_at: Some(Timestamp::UNIX_EPOCH),
+                exit_code: Some(0),
+                error: None,
+            }),
         };
         let text = status_text(&r, false);
-        assert_eq!(status_text(&r, true).lines().count(), 5);
+        assert_eq!(status_text(&r, true).lines().count(), 6);
         assert!(
             !text.chars().any(|c| c != '\n' && unsafe_char(c)),
             "{text:?}"
         );
-        assert_eq!(text.lines().count(), 5, "{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
         let rows = vec![HistoryRow {
             grant: Grant {
                 term: Term(3),

@@ -28,6 +28,7 @@ fn help(args: &[&str]) -> String {
         .env_remove("CROWN_ON_LOSS")
         .env_remove("CROWN_HTTP")
         .env_remove("CROWN_NOTIFY_URL")
+        .env_remove("CROWN_ONCE")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -39,6 +40,7 @@ const BLOCKS: &[(&str, &[&str])] = &[
     ("crown run", &["run"]),
     ("crown status", &["status"]),
     ("crown history", &["history"]),
+    ("crown once reset", &["once", "reset"]),
 ];
 
 #[test]

@@ -12,6 +12,7 @@ pub mod memory;
 
 use crate::election::lease::Observer;
 use crate::election::{Grant, LeaderInfo, LeaseRecord, Member, Term};
+use crate::once::{DutyRecord, Removed};
 use async_trait::async_trait;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -147,6 +148,29 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The leader history, oldest first.
     async fn history(&self) -> Result<Vec<Grant>, BackendError>;
+
+    /// `crown run --once`: the duty's success record, if any (see [`crate::once`]). A record
+    /// that does not parse strictly is [`BackendError::Corrupt`], never "done".
+    async fn duty(&self) -> Result<Option<DutyRecord>, BackendError> {
+        Ok(None)
+    }
+
+    /// Records the duty's success, only if the lease is still ours in `rec.term`: one
+    /// compare-and-swap with the lease. `Ok(false)`: it is not (nothing written).
+    async fn record_duty(&self, _rec: &DutyRecord) -> Result<bool, BackendError> {
+        Err(BackendError::Invalid(format!(
+            "the {} backend does not record duties (--once)",
+            self.kind()
+        )))
+    }
+
+    /// Removes the duty record (`crown once reset`), readable or not; says what was there.
+    async fn reset_duty(&self) -> Result<Removed, BackendError> {
+        Err(BackendError::Invalid(format!(
+            "the {} backend does not record duties (--once)",
+            self.kind()
+        )))
+    }
 }
 
 /// Checks an election name: letters, digits, `.`, `_`, `-`; 1–63 characters.

@@ -87,6 +87,8 @@ pub struct ChildSpec {
     pub on_exit: OnChildExit,
     /// The soft open-file limit to give the child (the one crown started with).
     pub nofile: Option<u64>,
+    /// `crown run --once`: an exit 0 is always reported (never restarted): the duty is done.
+    pub once: bool,
 }
 
 enum Msg {
@@ -220,12 +222,17 @@ async fn supervise(
                 // Stragglers in its group and the rest of its tree go too.
                 let _ = kill(Pid::from_raw(-r.pid), Signal::SIGKILL);
                 let killed = kill_orphans().await;
-                tracing::warn!(event = "child_exited", id = spec.id.as_str(), term = r.term.0, pid = r.pid, code, descendants_killed = killed,
-                    "[{}] child {} exited on its own with code {code} after {} ms (term {}{}): {}", spec.id, r.pid, r.started.elapsed().as_millis(), r.term,
+                let line = format!("[{}] child {} exited on its own with code {code} after {} ms (term {}{}): {}", spec.id, r.pid, r.started.elapsed().as_millis(), r.term,
                     if killed > 0 { format!(", {killed} descendants that outlived it killed") } else { String::new() },
-                    match spec.on_exit { OnChildExit::Exit => "releasing and exiting", OnChildExit::Resign => "resigning", OnChildExit::Restart => "restarting in 1s" });
+                    match spec.on_exit { _ if spec.once && code == 0 => "recording the duty as done", OnChildExit::Exit => "releasing and exiting", OnChildExit::Resign => "resigning", OnChildExit::Restart => "restarting in 1s" });
+                // `--once`: a success is what was asked for (INFO), not a surprise (WARN).
+                if spec.once && code == 0 {
+                    tracing::info!(event = "child_exited", id = spec.id.as_str(), term = r.term.0, pid = r.pid, code, descendants_killed = killed, "{line}");
+                } else {
+                    tracing::warn!(event = "child_exited", id = spec.id.as_str(), term = r.term.0, pid = r.pid, code, descendants_killed = killed, "{line}");
+                }
                 match spec.on_exit {
-                    OnChildExit::Restart => restart = Some((r.term, Instant::now() + Duration::from_secs(1))),
+                    OnChildExit::Restart if !(spec.once && code == 0) => restart = Some((r.term, Instant::now() + Duration::from_secs(1))),
                     _ => { let _ = exits.send(Exited { term: r.term, code, ran: r.started.elapsed() }).await; }
                 }
             }

@@ -44,6 +44,8 @@ pub(crate) struct Keys {
     pub(crate) floor: String,
     pub(crate) released: String,
     pub(crate) resign: String,
+    /// `N:duty`: the success record of a `crown run --once` duty.
+    pub(crate) duty: String,
 }
 
 impl Keys {
@@ -58,6 +60,7 @@ impl Keys {
             floor: format!("{aux}floor"),
             released: format!("{aux}released"),
             resign: format!("{aux}resign"),
+            duty: format!("{aux}duty"),
         }
     }
 
@@ -93,6 +96,7 @@ mod tests {
                     k.floor,
                     k.released,
                     k.resign,
+                    k.duty,
                 ] {
                     for b in names {
                         let other = Keys::new(prefix, b);

@@ -304,4 +304,16 @@ impl Backend for EtcdBackend {
     async fn history(&self) -> Result<Vec<Grant>, BackendError> {
         self.inner.history().await
     }
+
+    async fn duty(&self) -> Result<Option<crate::once::DutyRecord>, BackendError> {
+        self.read_duty().await
+    }
+
+    async fn record_duty(&self, rec: &crate::once::DutyRecord) -> Result<bool, BackendError> {
+        self.write_duty(rec).await
+    }
+
+    async fn reset_duty(&self) -> Result<crate::once::Removed, BackendError> {
+        self.delete_duty().await
+    }
 }

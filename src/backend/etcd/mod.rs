@@ -17,7 +17,9 @@
 //!   - `…:released`: `{"term","holder","at"}` of the last graceful resign by crown, written in
 //!     the transaction that deletes the leader key;
 //!   - `…:resign`: the term whose holder is asked to resign (the dashboard's `r`; see
-//!     `requests.rs`).
+//!     `requests.rs`);
+//!   - `…:duty`: the success record of a `crown run --once` duty, put in a transaction that
+//!     compares the leader key's create revision with the term (see `duty.rs`).
 //!
 //! **Term** (the fencing token) = the create revision of the leader key, as etcd advises for
 //! fencing: a successor's key was created after the key it follows (that one had the lowest
@@ -65,6 +67,7 @@ macro_rules! call {
 
 mod campaign;
 mod connection;
+mod duty;
 mod history;
 mod keys;
 mod lease;

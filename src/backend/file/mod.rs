@@ -10,7 +10,8 @@
 //!   inside, knows the holder's process is gone and takes over at once. Followers also wait on
 //!   this lock in a background thread, so a `kill -9` wakes them without polling;
 //! - `D/E.history.jsonl`: one line per grant, appended under the CAS lock;
-//! - `D/E.members/<id>.json`: heartbeats.
+//! - `D/E.members/<id>.json`: heartbeats;
+//! - `D/E.duty.json`: the success record of a `crown run --once` duty (see `duty.rs`).
 //!
 //! Followers wake on inotify events for the lease file (the `notify` crate) and on the alive
 //! lock becoming free; the retry period is only a backstop.
@@ -18,6 +19,7 @@
 //! Locks are std's `File::lock`/`try_lock` (flock(2) on Linux, stable since Rust 1.89).
 //! A holder on another host (a shared directory) is judged by expiry only.
 
+mod duty;
 mod fsx;
 mod history;
 
@@ -732,5 +734,17 @@ impl Backend for FileBackend {
     async fn history(&self) -> Result<Vec<Grant>, BackendError> {
         let inner = self.inner.clone();
         blocking(move || inner.read_history()).await
+    }
+
+    async fn duty(&self) -> Result<Option<crate::once::DutyRecord>, BackendError> {
+        self.duty_async().await
+    }
+
+    async fn record_duty(&self, rec: &crate::once::DutyRecord) -> Result<bool, BackendError> {
+        self.record_duty_async(rec).await
+    }
+
+    async fn reset_duty(&self) -> Result<crate::once::Removed, BackendError> {
+        self.reset_duty_async().await
     }
 }

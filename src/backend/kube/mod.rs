@@ -28,8 +28,11 @@
 //! - History: one `events.k8s.io/v1` Event per grant, reason `BecameLeader` (as client-go
 //!   records), labelled like the members, its `crown.io/grant` annotation holding the
 //!   [`Grant`]. Events expire with the apiserver's `--event-ttl` (1 h by default).
+//! - `crown run --once`: the success record is the annotation `crown.io/duty` on the Lease
+//!   (see `duty.rs`).
 
 pub mod config;
+mod duty;
 pub mod pods;
 
 pub use config::{
@@ -950,5 +953,17 @@ impl Backend for KubeBackend {
 
     async fn history(&self) -> Result<Vec<Grant>, BackendError> {
         self.inner.history().await
+    }
+
+    async fn duty(&self) -> Result<Option<crate::once::DutyRecord>, BackendError> {
+        self.inner.read_duty().await
+    }
+
+    async fn record_duty(&self, rec: &crate::once::DutyRecord) -> Result<bool, BackendError> {
+        self.inner.write_duty(rec).await
+    }
+
+    async fn reset_duty(&self) -> Result<crate::once::Removed, BackendError> {
+        self.inner.delete_duty().await
     }
 }
