@@ -11,6 +11,7 @@ written anything is refused instead of applied.
 
     sink.py init DB                          # create the tables (the consumer does it too)
     sink.py write DB TERM TOPIC PART OFFSET VALUE   # one write; exit 3 when the fence refuses it
+    sink.py status DB                        # JSON: max_term, records in it, distinct offsets
     sink.py dump DB                          # JSON: max_term, next offsets, processed, refused
 """
 import json
@@ -117,11 +118,18 @@ def main(argv):
             print(f"sink: refused: {e}", file=sys.stderr)
             return REFUSED_EXIT
         return 0
+    if len(argv) == 2 and argv[0] == "status":
+        db = Sink(argv[1]).db
+        (max_term,) = db.execute("SELECT max_term FROM fence").fetchone()
+        (n,) = db.execute("SELECT count(*) FROM processed WHERE term = ?", (max_term,)).fetchone()
+        (total,) = db.execute("SELECT count(DISTINCT off) FROM processed").fetchone()
+        print(json.dumps({"max_term": max_term, "in_max_term": n, "distinct_offsets": total}))
+        return 0
     if len(argv) == 2 and argv[0] == "dump":
         json.dump(Sink(argv[1]).dump(), sys.stdout)
         print()
         return 0
-    print("usage: sink.py init DB | write DB TERM TOPIC PART OFFSET VALUE | dump DB", file=sys.stderr)
+    print("usage: sink.py init DB | write DB TERM TOPIC PART OFFSET VALUE | status DB | dump DB", file=sys.stderr)
     return 2
 
 
