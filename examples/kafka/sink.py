@@ -11,7 +11,7 @@ written anything is refused instead of applied.
 
     sink.py init DB                          # create the tables (the consumer does it too)
     sink.py write DB TERM TOPIC PART OFFSET VALUE   # one write; exit 3 when the fence refuses it
-    sink.py status DB                        # JSON: max_term, records in it, distinct offsets
+    sink.py status DB                        # JSON: max_term, records in it, offsets, refusals
     sink.py dump DB                          # JSON: max_term, next offsets, processed, refused
 """
 import json
@@ -51,8 +51,12 @@ class Sink:
         # WAL + synchronous=NORMAL: a committed write survives the death of any process (what
         # this example is about); FULL would also cover a power loss, at an fsync per commit.
         self.db.execute("PRAGMA synchronous=NORMAL")
-        # executescript commits whatever is open first, so the BEGIN goes in the script.
-        self.db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        # Creating the tables takes the write lock, which a busy writer (the old leader's
+        # consumer, paused crown) may hold 100 times a second: SQLite's busy wait is not fair,
+        # so look first (a WAL read takes no lock) and create only when missing.
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'refused'").fetchone():
+            # executescript commits whatever is open first, so the BEGIN goes in the script.
+            self.db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
 
     def next_offset(self, topic, part):
         row = self.db.execute(
@@ -123,7 +127,9 @@ def main(argv):
         (max_term,) = db.execute("SELECT max_term FROM fence").fetchone()
         (n,) = db.execute("SELECT count(*) FROM processed WHERE term = ?", (max_term,)).fetchone()
         (total,) = db.execute("SELECT count(DISTINCT off) FROM processed").fetchone()
-        print(json.dumps({"max_term": max_term, "in_max_term": n, "distinct_offsets": total}))
+        refused = dict(db.execute("SELECT term, count(*) FROM refused GROUP BY term").fetchall())
+        print(json.dumps({"max_term": max_term, "in_max_term": n, "distinct_offsets": total,
+                          "refused_from": {str(t): c for t, c in refused.items()}}))
         return 0
     if len(argv) == 2 and argv[0] == "dump":
         json.dump(Sink(argv[1]).dump(), sys.stdout)
