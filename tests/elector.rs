@@ -656,3 +656,80 @@ fn a_before_release_bound_that_outlasts_the_lease_is_refused() {
         .before_release(margin - Duration::from_millis(1), hook)
         .unwrap();
 }
+
+/// `Leadership`: a leader whose renewals hang has its token cancelled no later than its
+/// renew deadline, while the lease is still its own (nobody else granted yet).
+#[tokio::test(start_paused = true)]
+async fn leadership_is_cancelled_by_the_renew_deadline_when_renewals_hang() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (probe, _ta, ha, _ea) = start_probed(a.clone(), "a", cfg);
+    let lead = ha.leadership().await.expect("a leads");
+    assert_eq!(lead.term(), Term(1));
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    probe
+        .hang_renewals
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Renewals sent from now on never answer: the deadline is that of the last one that did.
+    let deadline = ha.status().borrow().deadline.expect("leading");
+    tokio::time::timeout(Duration::from_secs(60), lead.cancelled())
+        .await
+        .expect("the token is cancelled");
+    assert!(
+        Instant::now() <= deadline,
+        "cancelled {:?} after the renew deadline",
+        Instant::now() - deadline
+    );
+    assert_eq!(b.record().unwrap().term, Term(1), "nobody else was granted");
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+}
+
+/// `Leadership`: resign cancels the token, and the next call returns the next grant, once.
+#[tokio::test(start_paused = true)]
+async fn leadership_is_cancelled_on_resign_and_each_grant_is_returned_once() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let (_ta, ha, _ea) = start(a.clone(), "a", cfg);
+    let first = ha.leadership().await.expect("a leads");
+    assert_eq!(first.term(), Term(1));
+    ha.resign().await;
+    tokio::time::timeout(Duration::from_secs(1), first.cancelled())
+        .await
+        .expect("resign cancels the token");
+    // Alone in the election, a takes the lease again after its hold-off, in a new term.
+    let second = tokio::time::timeout(Duration::from_secs(60), ha.leadership())
+        .await
+        .expect("a second grant")
+        .expect("a leads again");
+    assert_eq!(second.term(), Term(2));
+    assert!(!second.token().is_cancelled());
+    // The same grant is not returned twice to one handle; a new handle gets the live one.
+    let again = tokio::time::timeout(Duration::from_secs(10), ha.leadership()).await;
+    assert!(again.is_err(), "returned {again:?} again");
+}
+
+/// `Leadership`: a shutdown cancels the token, and `leadership()` then says the elector
+/// has stopped.
+#[tokio::test(start_paused = true)]
+async fn leadership_is_cancelled_on_shutdown_and_then_there_is_none() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let (ta, ha, mut ea) = start(a.clone(), "a", cfg);
+    let lead = ha.leadership().await.expect("a leads");
+    ta.cancel();
+    tokio::time::timeout(Duration::from_secs(1), lead.cancelled())
+        .await
+        .expect("shutdown cancels the token");
+    while ea.next().await.is_some() {}
+    assert!(ha.leadership().await.is_none());
+    assert!(!a.record().unwrap().is_held());
+}
