@@ -274,6 +274,12 @@ pub fn log_event(id: &str, ev: &Event) {
                 "[{id}] the elector failed: {message}"
             )
         }
+        Event::Lagged { missed } => tracing::warn!(
+            event = "events_lagged",
+            id,
+            missed,
+            "[{id}] {missed} elector events were dropped (this process read them too slowly)"
+        ),
     }
 }
 
@@ -326,9 +332,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             args.backend.backend.name(),
             crate::report::escape(&args.backend.location()),
             args.backend.election,
-            cfg.lease_duration,
-            cfg.renew_deadline,
-            cfg.retry_period
+            cfg.lease_duration(),
+            cfg.renew_deadline(),
+            cfg.retry_period()
         );
         if !args.command.is_empty() {
             println!(
@@ -361,13 +367,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         backend.kind(),
         args.backend.location(),
         args.backend.election,
-        cfg.lease_duration,
-        cfg.renew_deadline,
-        cfg.retry_period
+        cfg.lease_duration(),
+        cfg.renew_deadline(),
+        cfg.retry_period()
     );
 
     let shutdown = CancellationToken::new();
-    let mut elector = Elector::new(backend.clone(), cfg, me.clone());
+    let mut elector = Elector::new(backend.clone(), cfg, me.clone())
+        .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let mut child_exits = None;
     let supervisor = if args.command.is_empty() {
         None
@@ -388,7 +395,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         })?;
         // The child is stopped before the lease is released or abandoned; the bound only
         // matters if SIGKILL does not work.
-        elector = elector.before_release(cfg.lease_duration - cfg.renew_deadline, s.hook());
+        let margin = cfg.lease_duration() - cfg.renew_deadline();
+        elector = elector
+            .before_release(grace + (margin - grace) / 2, s.hook())
+            .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
         child_exits = Some(exits);
         Some(s)
     };
@@ -448,7 +458,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         let mut status = handle.status();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(cfg.retry_period);
+            let mut tick = tokio::time::interval(cfg.retry_period());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Failing since, last line logged, failures since: one line when it starts, a
             // summary a minute while it lasts, one when it is over.
@@ -500,7 +510,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let mut fatal = None;
     let mut failed = None;
     let mut code = exit::OK;
-    let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
+    let mut wait = WaitLimit::new(args.wait, cfg.lease_duration());
     let mut backoff = ResignBackoff::default();
     loop {
         let ev = tokio::select! {
