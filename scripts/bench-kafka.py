@@ -246,8 +246,19 @@ class GroupMember:
         self.proc.wait()
 
 
+def wait_topic(bootstrap, topic):
+    """Until the topic has a record: a group member that subscribes before the topic exists
+    gets no partition until its next metadata refresh (5 min)."""
+    def has_record():
+        r = subprocess.run(["kcat", "-C", "-q", "-b", bootstrap, "-t", topic, "-p", "0", "-o", "beginning",
+                            "-c", "1", "-e"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return r.returncode == 0 and r.stdout.strip()
+    wait(f"topic {topic}", 60, has_record, step=0.2)
+
+
 def bench_group(args, bootstrap, samples, label, extra, runs, topic):
     producer = Producer(bootstrap, topic, args.rate)
+    wait_topic(bootstrap, topic)
     n = 0
 
     def spawn():

@@ -43,8 +43,12 @@ def die_with_parent():
 parent_pid = os.getpid()
 
 
+STARTED = time.monotonic()
+
+
 def log(msg):
-    print(f"consumer[term {os.environ.get('CROWN_TERM', '?')}]: {msg}", file=sys.stderr, flush=True)
+    ms = (time.monotonic() - STARTED) * 1000
+    print(f"consumer[term {os.environ.get('CROWN_TERM', '?')}] +{ms:.0f}ms: {msg}", file=sys.stderr, flush=True)
 
 
 def main():
@@ -87,11 +91,15 @@ def consume(store, term, bootstrap, topic, part, offset):
         stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent,
     )
+    first = True
     try:
         for line in kcat.stdout:
             off, _, value = line.decode("utf-8", "replace").rstrip("\n").partition(" ")
             try:
                 store.write(term, topic, part, int(off), value)
+                if first:
+                    log(f"first record committed (offset {off})")
+                    first = False
             except sink.Fenced as e:
                 log(f"fenced: {e}")
                 return "fenced"
