@@ -76,6 +76,8 @@ class Crown:
             try:
                 j = json.loads(line)
             except ValueError:
+                if "consumer[" in line:
+                    log(f"{self.id}: {line.strip()}")
                 continue
             with self.cv:
                 self.events.append(j)

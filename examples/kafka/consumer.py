@@ -95,6 +95,8 @@ def consume(store, term, bootstrap, topic, part, offset):
     try:
         for line in kcat.stdout:
             off, _, value = line.decode("utf-8", "replace").rstrip("\n").partition(" ")
+            if first:
+                log(f"first record from kcat (offset {off})")
             try:
                 store.write(term, topic, part, int(off), value)
                 if first:
