@@ -38,9 +38,11 @@ port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# Below the kernel's ephemeral range (32768-60999 by default): a port that an outgoing
+# connection uses as its local port answers no connect() yet cannot be bound.
 free_ports() {
     local want=$1 p found=()
-    p=$(( 20000 + RANDOM % 30000 ))
+    p=$(( 20000 + RANDOM % 12000 ))
     while [ "${#found[@]}" -lt "$want" ]; do
         if port_free "$p"; then
             found+=("$p")
@@ -107,6 +109,19 @@ stop() {
 
 start() {
     fetch
+    local attempt
+    # Another process may bind a port between our check and the broker's bind: try again.
+    for attempt in 1 2 3; do
+        if start_once; then
+            return 0
+        fi
+        grep -q "Address already in use" "$dir/kafka.log" 2>/dev/null || exit 1
+        echo "kafka-local: a port was taken meanwhile (attempt $attempt); retrying on others" >&2
+    done
+    exit 1
+}
+
+start_once() {
     stop
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
@@ -160,14 +175,23 @@ EOF
             echo "127.0.0.1:$broker"
             return 0
         fi
-        if ! kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then
+        if ! kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null ||
+            grep -q "Address already in use" "$dir/kafka.log" 2>/dev/null; then
             echo "kafka-local: the broker exited; see $dir/kafka.log" >&2
-            exit 1
+            stop_pid
+            return 1
         fi
         sleep 0.1
     done
     echo "kafka-local: the broker did not start within 60 s; see $dir/kafka.log" >&2
     exit 1
+}
+
+stop_pid() {
+    local pid
+    pid=$(cat "$dir/kafka.pid" 2>/dev/null) || return 0
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/kafka.pid"
 }
 
 env_cmd() {
