@@ -46,7 +46,9 @@ class Producer:
             d = due - time.monotonic()
             if d > 0:
                 time.sleep(d)
-            self.proc.stdin.write(f"{self.n}\n")
+            # kcat -P reads its input in 1024-byte blocks: one line per block, or records
+            # leave in bursts of a kilobyte.
+            self.proc.stdin.write(f"{self.n:<1023}\n")
             self.proc.stdin.flush()
             self.n += 1
 

@@ -66,8 +66,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The producer: one numbered record every 20 ms.
-(i=0; while :; do echo "$i"; i=$((i + 1)); sleep 0.02; done) |
+# The producer: one numbered record every 20 ms, padded to 1 KiB: kcat -P reads its input in
+# 1024-byte blocks, so short lines would leave in bursts.
+(i=0; while :; do printf '%-1023s\n' "$i"; i=$((i + 1)); sleep 0.02; done) |
     kcat -P -b "$KAFKA_BOOTSTRAP" -t "$KAFKA_TOPIC" -p 0 2>"$work/producer.log" &
 producer=$!
 for _ in 1 2 3; do spawn; done
