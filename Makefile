@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/crown
 DIR ?= .demo/file
 
-.PHONY: setup build run test lint bench bench-kube bench-smoke chaos clean-demo
+.PHONY: setup build run test lint bench bench-kube bench-kafka bench-smoke chaos clean-demo
 
 # demo, demo-parallel, kill-demo: the dashboard targets.
 include mk/tui.mk
@@ -25,7 +25,7 @@ test: ## every test (unit, real binary, real servers, real terminal); installs w
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	shellcheck scripts/*.sh examples/*.sh tests/sidecar/*.sh
+	shellcheck scripts/*.sh examples/*.sh examples/kafka/*.sh tests/sidecar/*.sh
 
 bench: build ## every benchmark: failover per backend beside flock(1)/etcdctl/client-go (100 cycles), cost, scale; plots
 	scripts/install-deps.sh --tests --bench
@@ -39,6 +39,10 @@ bench: build ## every benchmark: failover per backend beside flock(1)/etcdctl/cl
 
 bench-kube: build ## the Kubernetes backend beside client-go on one real kube-apiserver
 	python3 scripts/bench-kube.py --runs 20 --crash-runs 8 --go-default-graceful-runs 5 --go-default-crash-runs 3 --cost-seconds 30
+
+bench-kafka: build ## one active Kafka consumer: crown's failover gap beside a plain consumer group's rebalance (real broker)
+	scripts/install-deps.sh --tests
+	python3 scripts/bench-kafka.py --bin $(BIN) --runs 10 --group-runs 5 --default-group-runs 3 --json target/bench/kafka.json
 
 # The short versions, run by CI: every bench script end to end with a few cycles (debug binary).
 SMOKE := target/bench-smoke

@@ -43,6 +43,12 @@ matplotlib_ok() {
 if ((bench)) && ! matplotlib_ok; then need+=(python3-matplotlib); fi
 # tests/conventions.rs renders `crown man` with `man -l`.
 if ((tests)) && ! have man; then need+=(man-db); fi
+# tests/kafka.rs: a real Kafka broker (jars fetched with Maven, run by Java) and kcat as the consumer.
+if ((tests)); then
+  have java || need+=(default-jre-headless)
+  have mvn || need+=(maven)
+  have kcat || need+=(kcat)
+fi
 
 if ((${#need[@]})); then
   echo "install-deps: installing ${need[*]}"
@@ -57,5 +63,7 @@ have go || { echo "install-deps: go not found: the kube-apiserver for the tests 
 "$(dirname "$0")/kube-test-env.sh" build
 # kube-controller-manager too, for tests/walkthrough.rs (a Deployment becomes Pods, a Service endpoints).
 "$(dirname "$0")/kube-test-env.sh" build-controller-manager >/dev/null
+# The Kafka broker's jars from Maven Central into ~/.cache/crown/kafka-VERSION (once).
+"$(dirname "$0")/kafka-local.sh" fetch
 fi
 echo "install-deps: ok (cargo $(cargo --version | cut -d' ' -f2), tmux $(tmux -V | cut -d' ' -f2))"

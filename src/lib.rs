@@ -17,3 +17,5 @@ pub mod participant;
 pub mod report;
 pub mod sidecar;
 pub mod tui;
+
+pub use election::{Config, Elector, ElectorHandle, Event, Events, Identity, Leadership, Term};

@@ -274,6 +274,12 @@ pub fn log_event(id: &str, ev: &Event) {
                 "[{id}] the elector failed: {message}"
             )
         }
+        Event::Lagged { missed } => tracing::warn!(
+            event = "events_lagged",
+            id,
+            missed,
+            "[{id}] {missed} elector events were dropped (this process read them too slowly)"
+        ),
     }
 }
 
@@ -326,9 +332,9 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             args.backend.backend.name(),
             crate::report::escape(&args.backend.location()),
             args.backend.election,
-            cfg.lease_duration,
-            cfg.renew_deadline,
-            cfg.retry_period
+            cfg.lease_duration(),
+            cfg.renew_deadline(),
+            cfg.retry_period()
         );
         if !args.command.is_empty() {
             println!(
@@ -372,13 +378,14 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         backend.kind(),
         args.backend.location(),
         args.backend.election,
-        cfg.lease_duration,
-        cfg.renew_deadline,
-        cfg.retry_period
+        cfg.lease_duration(),
+        cfg.renew_deadline(),
+        cfg.retry_period()
     );
 
     let shutdown = CancellationToken::new();
-    let mut elector = Elector::new(backend.clone(), cfg, me.clone());
+    let mut elector = Elector::new(backend.clone(), cfg, me.clone())
+        .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let mut child_exits = None;
     let supervisor = if args.command.is_empty() {
         None
@@ -400,7 +407,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         })?;
         // The child is stopped before the lease is released or abandoned; the bound only
         // matters if SIGKILL does not work.
-        elector = elector.before_release(cfg.lease_duration - cfg.renew_deadline, s.hook());
+        let margin = cfg.lease_duration() - cfg.renew_deadline();
+        elector = elector
+            .before_release(grace + (margin - grace) / 2, s.hook())
+            .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
         child_exits = Some(exits);
         Some(s)
     };
@@ -465,7 +475,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
         let mut status = handle.status();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(cfg.retry_period);
+            let mut tick = tokio::time::interval(cfg.retry_period());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Failing since, last line logged, failures since: one line when it starts, a
             // summary a minute while it lasts, one when it is over.
@@ -517,10 +527,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
     let mut fatal = None;
     let mut failed = None;
     let mut code = exit::OK;
-    let mut wait = WaitLimit::new(args.wait, cfg.lease_duration);
+    let mut wait = WaitLimit::new(args.wait, cfg.lease_duration());
     let mut backoff = ResignBackoff::default();
     // `--once`: followers look for the success record every retry period.
-    let mut duty_tick = tokio::time::interval(cfg.retry_period);
+    let mut duty_tick = tokio::time::interval(cfg.retry_period());
     duty_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut duty_failure: Option<Failure> = None;
     // `--once`, recorded: release (shut down) at this instant, or once no one else is left.
@@ -544,8 +554,8 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                 shutdown.cancel();
                 continue;
             }
-            _ = tokio::time::sleep(cfg.retry_period / 4), if linger.is_some() && !shutdown.is_cancelled() => {
-                let alone = match tokio::time::timeout(cfg.retry_period, backend.members()).await {
+            _ = tokio::time::sleep(cfg.retry_period() / 4), if linger.is_some() && !shutdown.is_cancelled() => {
+                let alone = match tokio::time::timeout(cfg.retry_period(), backend.members()).await {
                     Ok(Ok(ms)) => ms.iter().all(|m| m.id == id),
                     _ => false,
                 };
@@ -556,7 +566,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             }
             _ = duty_tick.tick(), if duty.is_some() && linger.is_none() && !shutdown.is_cancelled() => {
                 let d = duty.as_ref().expect("guarded");
-                match d.check_within(backend.as_ref(), &args.backend.election, cfg.renew_deadline).await {
+                match d.check_within(backend.as_ref(), &args.backend.election, cfg.renew_deadline()).await {
                     Ok(None) => {}
                     Ok(Some(rec)) => {
                         log_duty_done(&id, &rec);
@@ -582,10 +592,10 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                     // either way resigning is safe (done, or run again: at least once).
                     let rec = d.record(&me, x.term);
                     let write = backend.record_duty(&rec);
-                    let res = tokio::time::timeout(cfg.renew_deadline, write)
+                    let res = tokio::time::timeout(cfg.renew_deadline(), write)
                         .await
                         .unwrap_or_else(|_| Err(BackendError::Unavailable(format!(
-                            "no answer within {}", humantime::format_duration(cfg.renew_deadline)
+                            "no answer within {}", humantime::format_duration(cfg.renew_deadline())
                         ))));
                     match res {
                         Ok(true) => {
@@ -595,7 +605,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                             // Hold the lease a little longer, so that the followers see the
                             // record (every retry period) and exit as followers, rather than
                             // each being granted the lease in turn only to find it done.
-                            linger = Some(tokio::time::Instant::now() + 2 * cfg.retry_period);
+                            linger = Some(tokio::time::Instant::now() + 2 * cfg.retry_period());
                         }
                         Ok(false) => {
                             tracing::warn!(event = "duty_not_recorded", id = id.as_str(), term = x.term.0,
@@ -652,7 +662,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                             .check_within(
                                 backend.as_ref(),
                                 &args.backend.election,
-                                cfg.renew_deadline,
+                                cfg.renew_deadline(),
                             )
                             .await
                         {

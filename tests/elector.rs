@@ -3,13 +3,12 @@
 //! graceful release and resign.
 
 use crown::backend::memory::MemoryBackend;
-use crown::election::{Config, Elector, Event, Identity, StopReason, Term};
+use crown::election::{Config, Elector, Event, Events, Identity, StopReason, Term};
 use futures::StreamExt;
 use jiff::SignedDuration;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 fn ident(id: &str) -> Identity {
@@ -21,7 +20,7 @@ fn ident(id: &str) -> Identity {
 }
 
 /// Next event that is not a leader heartbeat, with a generous (virtual) timeout.
-async fn next(ev: &mut ReceiverStream<Event>) -> Event {
+async fn next(ev: &mut Events) -> Event {
     loop {
         let e = tokio::time::timeout(Duration::from_secs(120), ev.next())
             .await
@@ -37,13 +36,11 @@ fn start(
     b: MemoryBackend,
     id: &str,
     cfg: Config,
-) -> (
-    CancellationToken,
-    crown::election::ElectorHandle,
-    ReceiverStream<Event>,
-) {
+) -> (CancellationToken, crown::election::ElectorHandle, Events) {
     let tok = CancellationToken::new();
-    let (h, ev) = Elector::new(Arc::new(b), cfg, ident(id)).spawn(tok.clone());
+    let (h, ev) = Elector::new(Arc::new(b), cfg, ident(id))
+        .unwrap()
+        .spawn(tok.clone());
     (tok, h, ev)
 }
 
@@ -68,7 +65,7 @@ async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let cut = Instant::now();
     a.set_unreachable(true);
-    let last_change_seen_by_b = cut - cfg.retry_period;
+    let last_change_seen_by_b = cut - cfg.retry_period();
 
     assert_eq!(
         next(&mut ea).await,
@@ -79,7 +76,7 @@ async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
     );
     let stopped = Instant::now();
     assert!(
-        stopped - cut <= cfg.renew_deadline,
+        stopped - cut <= cfg.renew_deadline(),
         "stepped down {:?} after the cut",
         stopped - cut
     );
@@ -88,11 +85,11 @@ async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
     let taken = Instant::now();
     assert!(taken > stopped, "b took over before a stepped down");
     assert!(
-        taken - last_change_seen_by_b >= cfg.lease_duration,
+        taken - last_change_seen_by_b >= cfg.lease_duration(),
         "b took over early"
     );
     assert!(
-        taken - cut <= cfg.lease_duration + cfg.retry_period,
+        taken - cut <= cfg.lease_duration() + cfg.retry_period(),
         "b took over late: {:?}",
         taken - cut
     );
@@ -130,8 +127,8 @@ async fn skew_case(skew: SignedDuration) {
     assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
     let taken = Instant::now() - cut;
     assert!(
-        taken >= cfg.lease_duration - cfg.retry_period
-            && taken <= cfg.lease_duration + cfg.retry_period,
+        taken >= cfg.lease_duration() - cfg.retry_period()
+            && taken <= cfg.lease_duration() + cfg.retry_period(),
         "takeover {taken:?} after the cut with skew {skew}"
     );
 }
@@ -174,7 +171,7 @@ async fn shutdown_releases_and_a_follower_takes_over_without_waiting_for_expiry(
     assert!(ea.next().await.is_none(), "a's stream ends after shutdown");
     assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
     assert!(
-        Instant::now() - t0 < cfg.retry_period,
+        Instant::now() - t0 < cfg.retry_period(),
         "handoff waited for a poll"
     );
     let h = b.handle(ident("x"));
@@ -209,7 +206,7 @@ async fn resign_hands_over_and_terms_strictly_increase() {
             (&hb, &mut eb, &mut ea, "a")
         };
         // Let the previous resigner's hold-off (one retry period) pass first.
-        tokio::time::sleep(cfg.retry_period * 2).await;
+        tokio::time::sleep(cfg.retry_period() * 2).await;
         h.resign().await;
         assert_eq!(
             next(e_leader).await,
@@ -369,7 +366,9 @@ async fn a_panicking_elector_reports_failure_runs_the_hook_and_releases_the_leas
         cfg,
         ident("a"),
     )
+    .unwrap()
     .before_release(Duration::from_millis(500), hook)
+    .unwrap()
     .spawn(tok.clone());
     assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
     let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
@@ -399,7 +398,7 @@ async fn a_panicking_elector_reports_failure_runs_the_hook_and_releases_the_leas
     assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
     assert!(hooked.load(Ordering::SeqCst), "the before-release hook ran");
     assert!(
-        Instant::now() - t0 < cfg.retry_period + Duration::from_millis(500),
+        Instant::now() - t0 < cfg.retry_period() + Duration::from_millis(500),
         "b waited {:?}: the lease was not released",
         Instant::now() - t0
     );
@@ -408,4 +407,329 @@ async fn a_panicking_elector_reports_failure_runs_the_hook_and_releases_the_leas
         grants[1].previous_end,
         Some(crown::election::EndKind::Released)
     );
+}
+
+/// A memory backend that counts the elector's calls and whose renewals can be made to hang
+/// (a backend that stops answering without an error).
+#[derive(Default)]
+struct Probe {
+    acquires: std::sync::atomic::AtomicU64,
+    releases: std::sync::atomic::AtomicU64,
+    hang_renewals: std::sync::atomic::AtomicBool,
+}
+
+struct Probed {
+    inner: MemoryBackend,
+    probe: Arc<Probe>,
+}
+
+#[async_trait::async_trait]
+impl crown::backend::Backend for Probed {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    async fn try_acquire_or_renew(
+        &self,
+        req: crown::backend::AcquireRequest,
+        observer: &mut crown::election::lease::Observer,
+    ) -> Result<crown::backend::Outcome, crown::backend::BackendError> {
+        use std::sync::atomic::Ordering;
+        self.probe.acquires.fetch_add(1, Ordering::SeqCst);
+        if req.held.is_some() && self.probe.hang_renewals.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.try_acquire_or_renew(req, observer).await
+    }
+    async fn release(&self, term: Term) -> Result<(), crown::backend::BackendError> {
+        self.probe
+            .releases
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.release(term).await
+    }
+    async fn changed(&self) {
+        self.inner.changed().await
+    }
+    async fn lease(&self) -> Result<crown::backend::LeaseView, crown::backend::BackendError> {
+        self.inner.lease().await
+    }
+    async fn publish_member(
+        &self,
+        m: &crown::election::Member,
+    ) -> Result<(), crown::backend::BackendError> {
+        self.inner.publish_member(m).await
+    }
+    async fn remove_member(&self, id: &str) -> Result<(), crown::backend::BackendError> {
+        self.inner.remove_member(id).await
+    }
+    async fn members(&self) -> Result<Vec<crown::election::Member>, crown::backend::BackendError> {
+        self.inner.members().await
+    }
+    async fn history(&self) -> Result<Vec<crown::election::Grant>, crown::backend::BackendError> {
+        self.inner.history().await
+    }
+}
+
+fn start_probed(
+    b: MemoryBackend,
+    id: &str,
+    cfg: Config,
+) -> (
+    Arc<Probe>,
+    CancellationToken,
+    crown::election::ElectorHandle,
+    Events,
+) {
+    let probe = Arc::new(Probe::default());
+    let tok = CancellationToken::new();
+    let backend = Probed {
+        inner: b,
+        probe: probe.clone(),
+    };
+    let (h, ev) = Elector::new(Arc::new(backend), cfg, ident(id))
+        .unwrap()
+        .spawn(tok.clone());
+    (probe, tok, h, ev)
+}
+
+/// Lets every other task run many times without letting virtual time pass: a task that spins
+/// (calls the backend without waiting) gets thousands of turns here.
+async fn spin_a_while() {
+    for _ in 0..2000 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn calls(p: &Probe) -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    (
+        p.acquires.load(Ordering::SeqCst),
+        p.releases.load(Ordering::SeqCst),
+    )
+}
+
+/// Issue 14, trap 1: dropping every handle of a leader ends the election: the lease is
+/// released exactly once, the grant's token is cancelled, the stream ends, and the backend is
+/// not called again (the old elector read the closed command channel as "renew now" and
+/// renewed in a hot loop).
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_of_a_leader_releases_once_and_stops_calling_the_backend() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let (probe, _ta, ha, mut ea) = start_probed(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let lead = ha.leadership().await.expect("a leads");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = calls(&probe);
+    assert_eq!(before.1, 0);
+    let ha2 = ha.clone();
+    drop(ha);
+    drop(ha2);
+    spin_a_while().await;
+    let after = calls(&probe);
+    assert!(
+        after.0 - before.0 <= 1,
+        "{} backend calls right after the last handle was dropped",
+        after.0 - before.0
+    );
+    assert_eq!(after.1, 1, "the lease is released once");
+    assert!(
+        lead.token().is_cancelled(),
+        "the grant's token is cancelled"
+    );
+    assert_eq!(
+        next(&mut ea).await,
+        Event::StoppedLeading {
+            term: Term(1),
+            reason: StopReason::Shutdown
+        }
+    );
+    assert!(ea.next().await.is_none(), "the stream ends");
+    assert!(
+        !a.record().unwrap().is_held(),
+        "released, not left to expire"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(calls(&probe), after, "no backend call after the release");
+}
+
+/// Trap 1 for a follower: no handle left ends its election too, without spinning.
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_of_a_follower_stops_it_without_spinning() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (probe, _tb, hb, mut eb) = start_probed(b, "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    let before = calls(&probe);
+    drop(hb);
+    spin_a_while().await;
+    let after = calls(&probe);
+    assert!(
+        after.0 - before.0 <= 1,
+        "{} backend calls right after the last handle was dropped",
+        after.0 - before.0
+    );
+    assert!(eb.next().await.is_none(), "the stream ends");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(calls(&probe), after, "no backend call once stopped");
+    assert_eq!(after.1, 0, "a follower releases nothing");
+}
+
+/// Issue 14, trap 2: a consumer that never reads the events does not hold the leader back.
+/// Renewals continue, `status()` never says Leader past the renew deadline, and the reader
+/// that finally looks gets a `Lagged` marker first (the old elector awaited a bounded
+/// channel inside its renewal step: after 64 unread events it stopped renewing while its
+/// status still said Leader).
+#[tokio::test(start_paused = true)]
+async fn a_consumer_that_never_reads_events_does_not_stall_the_leader() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (_ta, ha, mut ea) = start(a.clone(), "a", cfg);
+    let status = ha.status();
+    let lead = ha.leadership().await.expect("a leads");
+    assert_eq!(lead.term(), Term(1));
+    let (_tb, _hb, _eb) = start(b.clone(), "b", cfg);
+    let rev0 = a.record().unwrap().revision;
+    // 300 s: several times the event buffer's worth of renewals.
+    let t0 = Instant::now();
+    let mut samples = 0;
+    while Instant::now() - t0 < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let s = status.borrow().clone();
+        if s.role == crown::election::Role::Leader {
+            let deadline = s.deadline.expect("a leader has a deadline");
+            assert!(
+                Instant::now() < deadline,
+                "status says Leader {:?} past its renew deadline",
+                Instant::now() - deadline
+            );
+            samples += 1;
+        }
+    }
+    assert!(samples > 1000, "a led all along ({samples} samples)");
+    let rec = a.record().unwrap();
+    assert_eq!((rec.holder.as_str(), rec.term), ("a", Term(1)));
+    assert!(
+        rec.revision - rev0 >= 250,
+        "renewals continued: {} writes in 300 s",
+        rec.revision - rev0
+    );
+    assert!(!lead.token().is_cancelled());
+    match ea.next().await {
+        Some(Event::Lagged { missed }) => assert!(missed > 100, "missed {missed}"),
+        other => panic!("expected a Lagged marker first, got {other:?}"),
+    }
+    // Then the newest events, still in order.
+    assert!(matches!(ea.next().await, Some(Event::Renewed { .. })));
+}
+
+/// Issue 14, trap 4: a before-release hook bound that could outlast the lease is refused.
+#[test]
+fn a_before_release_bound_that_outlasts_the_lease_is_refused() {
+    let cfg = Config::default();
+    let margin = cfg.lease_duration() - cfg.renew_deadline();
+    let hook: crown::election::BeforeRelease = Arc::new(|_| Box::pin(async {}));
+    let elector = || Elector::new(Arc::new(MemoryBackend::new(ident("a"))), cfg, ident("a"));
+    let e = elector()
+        .unwrap()
+        .before_release(margin, hook.clone())
+        .unwrap_err();
+    assert_eq!(
+        e,
+        crown::election::ConfigError::BeforeReleaseTooLong {
+            bound: margin,
+            margin
+        }
+    );
+    assert!(e.to_string().contains("must be less than"), "{e}");
+    elector()
+        .unwrap()
+        .before_release(margin - Duration::from_millis(1), hook)
+        .unwrap();
+}
+
+/// `Leadership`: a leader whose renewals hang has its token cancelled no later than its
+/// renew deadline, while the lease is still its own (nobody else granted yet).
+#[tokio::test(start_paused = true)]
+async fn leadership_is_cancelled_by_the_renew_deadline_when_renewals_hang() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (probe, _ta, ha, _ea) = start_probed(a.clone(), "a", cfg);
+    let lead = ha.leadership().await.expect("a leads");
+    assert_eq!(lead.term(), Term(1));
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    probe
+        .hang_renewals
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Renewals sent from now on never answer: the deadline is that of the last one that did.
+    let deadline = ha.status().borrow().deadline.expect("leading");
+    tokio::time::timeout(Duration::from_secs(60), lead.cancelled())
+        .await
+        .expect("the token is cancelled");
+    assert!(
+        Instant::now() <= deadline,
+        "cancelled {:?} after the renew deadline",
+        Instant::now() - deadline
+    );
+    assert_eq!(b.record().unwrap().term, Term(1), "nobody else was granted");
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+}
+
+/// `Leadership`: resign cancels the token, and the next call returns the next grant, once.
+#[tokio::test(start_paused = true)]
+async fn leadership_is_cancelled_on_resign_and_each_grant_is_returned_once() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let (_ta, ha, _ea) = start(a.clone(), "a", cfg);
+    let first = ha.leadership().await.expect("a leads");
+    assert_eq!(first.term(), Term(1));
+    ha.resign().await;
+    tokio::time::timeout(Duration::from_secs(1), first.cancelled())
+        .await
+        .expect("resign cancels the token");
+    // Alone in the election, a takes the lease again after its hold-off, in a new term.
+    let second = tokio::time::timeout(Duration::from_secs(60), ha.leadership())
+        .await
+        .expect("a second grant")
+        .expect("a leads again");
+    assert_eq!(second.term(), Term(2));
+    assert!(!second.token().is_cancelled());
+    // The same grant is not returned twice to one handle; a new handle gets the live one.
+    let again = tokio::time::timeout(Duration::from_secs(10), ha.leadership()).await;
+    assert!(again.is_err(), "returned {again:?} again");
+}
+
+/// `Leadership`: a shutdown cancels the token, and `leadership()` then says the elector
+/// has stopped.
+#[tokio::test(start_paused = true)]
+async fn leadership_is_cancelled_on_shutdown_and_then_there_is_none() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let (ta, ha, mut ea) = start(a.clone(), "a", cfg);
+    let lead = ha.leadership().await.expect("a leads");
+    ta.cancel();
+    tokio::time::timeout(Duration::from_secs(1), lead.cancelled())
+        .await
+        .expect("shutdown cancels the token");
+    while ea.next().await.is_some() {}
+    assert!(ha.leadership().await.is_none());
+    assert!(!a.record().unwrap().is_held());
 }

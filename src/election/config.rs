@@ -14,15 +14,13 @@
 
 use std::time::Duration;
 
-/// Election timings, validated by [`Config::new`].
+/// Election timings, validated by [`Config::new`]: a `Config` always keeps the rule (its
+/// fields are private; read them with the accessors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// How long a lease lasts without visible change before followers may take over.
-    pub lease_duration: Duration,
-    /// How long a leader may go without a successful renewal before it steps down.
-    pub renew_deadline: Duration,
-    /// Interval between renewals (leader) and re-reads (follower).
-    pub retry_period: Duration,
+    lease_duration: Duration,
+    renew_deadline: Duration,
+    retry_period: Duration,
 }
 
 /// A rule the timings break.
@@ -51,6 +49,16 @@ pub enum ConfigError {
     /// A zero duration.
     #[error("invalid timings: {0} must be greater than zero")]
     Zero(&'static str),
+    /// A before-release hook bound that would let the hook run past the lease.
+    #[error(
+        "invalid before-release bound ({bound:?}): must be less than lease duration − renew deadline ({margin:?}), so the hook is done before anyone else can be granted the lease"
+    )]
+    BeforeReleaseTooLong {
+        /// The bound given.
+        bound: Duration,
+        /// lease duration − renew deadline.
+        margin: Duration,
+    },
 }
 
 impl Default for Config {
@@ -82,7 +90,23 @@ impl Config {
         Ok(c)
     }
 
-    /// Checks the rule; see the module docs.
+    /// How long a lease lasts without visible change before followers may take over.
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
+    }
+
+    /// How long a leader may go without a successful renewal before it steps down.
+    pub fn renew_deadline(&self) -> Duration {
+        self.renew_deadline
+    }
+
+    /// Interval between renewals (leader) and re-reads (follower).
+    pub fn retry_period(&self) -> Duration {
+        self.retry_period
+    }
+
+    /// Checks the rule; see the module docs. Always `Ok` for a `Config` built by
+    /// [`Config::new`] or [`Config::default`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lease_duration.is_zero() {
             return Err(ConfigError::Zero("lease duration"));

@@ -14,15 +14,18 @@
 //!   lease: whatever the hook stops is stopped before anyone else can be granted the lease.
 
 use super::lease::Observer;
-use super::{Config, Event, Identity, LeaderInfo, StopReason, Term};
+use super::{Config, ConfigError, Event, Identity, LeaderInfo, StopReason, Term};
 use crate::backend::{AcquireRequest, Backend, Outcome};
 use serde::{Deserialize, Serialize};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// A participant's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,11 +78,43 @@ pub struct Status {
 /// released or abandoned (see [`Elector::before_release`]). Gets the term that ended.
 pub type BeforeRelease = Arc<dyn Fn(Term) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
+/// How many events the stream buffers for a slow consumer before it drops the oldest (see
+/// [`Events`]).
+pub const EVENT_BUFFER: usize = 128;
+
 /// Control of a running elector.
-#[derive(Clone)]
+///
+/// The election runs as long as at least one handle (or clone) is alive: dropping the last one
+/// cancels it as a shutdown would (a held lease is released, then the elector stops and makes
+/// no further backend calls).
 pub struct ElectorHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
+    grants: watch::Receiver<GrantSlot>,
+    /// The term of the last [`Leadership`] this handle returned: [`Self::leadership`] only
+    /// returns later grants.
+    last_grant: std::sync::Mutex<Term>,
+}
+
+impl Clone for ElectorHandle {
+    fn clone(&self) -> Self {
+        ElectorHandle {
+            commands: self.commands.clone(),
+            status: self.status.clone(),
+            grants: self.grants.clone(),
+            last_grant: std::sync::Mutex::new(
+                *self.last_grant.lock().unwrap_or_else(|p| p.into_inner()),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for ElectorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElectorHandle")
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ElectorHandle {
@@ -98,6 +133,106 @@ impl ElectorHandle {
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }
+
+    /// Waits for the next grant to this participant; `None` once the elector has stopped.
+    ///
+    /// "Next" means a term later than the last one this handle returned: a grant still live
+    /// when this is called is returned at once (so the first grant is never missed), and a
+    /// caller that loops gets each grant once. See [`Leadership`].
+    pub async fn leadership(&self) -> Option<Leadership> {
+        let last = *self.last_grant.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rx = self.grants.clone();
+        let lead = {
+            let slot = rx
+                .wait_for(|s| {
+                    s.stopped
+                        || s.current
+                            .as_ref()
+                            .is_some_and(|l| l.term > last && !l.token.is_cancelled())
+                })
+                .await
+                .ok()?;
+            if slot.stopped {
+                return None;
+            }
+            slot.current.clone()?
+        };
+        let mut seen = self.last_grant.lock().unwrap_or_else(|p| p.into_inner());
+        *seen = (*seen).max(lead.term);
+        Some(lead)
+    }
+}
+
+/// One grant of the lease to this participant: the Rust form of client-go's
+/// `OnStartedLeading(ctx)`.
+///
+/// Do the leader's work only while [`token`](Self::token) is live, typically in a
+/// `tokio::select!` against [`cancelled`](Self::cancelled), and attach [`term`](Self::term)
+/// (the fencing token) to whatever it writes elsewhere. The token is cancelled no later than
+/// the leader's own renew deadline (counted from when its last successful renewal was sent),
+/// which comes before any other participant may be granted the lease, and at once on a
+/// resign, a loss, a shutdown (the elector's shutdown token, or the last [`ElectorHandle`]
+/// dropped) or a failure of the elector.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    term: Term,
+    token: CancellationToken,
+}
+
+impl Leadership {
+    /// The fencing term of this grant.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Cancelled before the renew deadline passes, or on any loss, resign or shutdown.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Resolves when this grant is over (= `self.token().cancelled()`).
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// What [`ElectorHandle::leadership`] watches.
+#[derive(Clone, Debug, Default)]
+struct GrantSlot {
+    current: Option<Leadership>,
+    stopped: bool,
+}
+
+/// The elector's events, as returned by [`Elector::spawn`].
+///
+/// Delivery never holds the elector back: events go through a buffer of [`EVENT_BUFFER`]
+/// events, and a consumer that falls further behind loses the oldest ones. It then reads
+/// [`Event::Lagged`] (how many it missed) before the oldest event still buffered. Renewals,
+/// roles and leadership do not depend on anyone reading: use [`ElectorHandle::status`] for
+/// the current state and [`ElectorHandle::leadership`] to act as leader. The stream ends
+/// after the elector has stopped (and released a held lease); dropping it does not stop the
+/// elector.
+pub struct Events {
+    inner: BroadcastStream<Event>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl futures::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|e| {
+            e.map(|r| match r {
+                Ok(e) => e,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Event::Lagged { missed },
+            })
+        })
+    }
 }
 
 /// Campaigns for the lease; see the module docs.
@@ -106,6 +241,20 @@ pub struct Elector {
     cfg: Config,
     me: Identity,
     before_release: Option<(BeforeRelease, Duration)>,
+}
+
+impl std::fmt::Debug for Elector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elector")
+            .field("backend", &self.backend.kind())
+            .field("cfg", &self.cfg)
+            .field("me", &self.me)
+            .field(
+                "before_release",
+                &self.before_release.as_ref().map(|(_, b)| b),
+            )
+            .finish()
+    }
 }
 
 enum State {
@@ -128,7 +277,11 @@ type Held = Arc<std::sync::Mutex<Option<(Term, Instant)>>>;
 struct Ctx {
     held: Held,
     observer: Observer,
-    events: mpsc::Sender<Event>,
+    events: broadcast::Sender<Event>,
+    grants: watch::Sender<GrantSlot>,
+    /// The token of the current grant: cancelled when the grant ends, or when the task is
+    /// dropped (it panicked) before anything else happens.
+    lead: Option<DropGuard>,
     status: watch::Sender<Status>,
     commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
@@ -137,28 +290,41 @@ struct Ctx {
 }
 
 impl Elector {
-    /// An elector for `me` over `backend`.
-    pub fn new(backend: Arc<dyn Backend>, cfg: Config, me: Identity) -> Self {
-        Elector {
+    /// An elector for `me` over `backend`, after checking `cfg` (see [`Config::validate`]).
+    pub fn new(backend: Arc<dyn Backend>, cfg: Config, me: Identity) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Elector {
             backend,
             cfg,
             me,
             before_release: None,
-        }
+        })
     }
 
     /// Runs `hook` on every step-down, between announcing `StoppedLeading` and releasing (or
-    /// abandoning) the lease, waiting at most `bound` for it. Safe as long as
-    /// `bound < lease_duration - renew_deadline`: the lease is still ours meanwhile.
-    pub fn before_release(mut self, bound: Duration, hook: BeforeRelease) -> Self {
+    /// abandoning) the lease, waiting at most `bound` for it. The lease is still ours
+    /// meanwhile only if `bound < lease_duration - renew_deadline`: a longer bound is
+    /// refused ([`ConfigError::BeforeReleaseTooLong`]).
+    pub fn before_release(
+        mut self,
+        bound: Duration,
+        hook: BeforeRelease,
+    ) -> Result<Self, ConfigError> {
+        let margin = self.cfg.lease_duration() - self.cfg.renew_deadline();
+        if bound >= margin {
+            return Err(ConfigError::BeforeReleaseTooLong { bound, margin });
+        }
         self.before_release = Some((hook, bound));
-        self
+        Ok(self)
     }
 
-    /// Starts campaigning. Events arrive on the stream; it ends after `shutdown` is cancelled
-    /// and the lease (if held) has been released.
-    pub fn spawn(self, shutdown: CancellationToken) -> (ElectorHandle, ReceiverStream<Event>) {
-        let (etx, erx) = mpsc::channel(64);
+    /// Starts campaigning (spawns a tokio task). Events arrive on the stream ([`Events`]: it
+    /// never holds the elector back). The election ends when `shutdown` is cancelled or the
+    /// last [`ElectorHandle`] is dropped; the stream ends after that, once the lease (if
+    /// held) has been released.
+    pub fn spawn(self, shutdown: CancellationToken) -> (ElectorHandle, Events) {
+        let (etx, erx) = broadcast::channel(EVENT_BUFFER);
+        let (gtx, grx) = watch::channel(GrantSlot::default());
         let (ctx_cmd, rx_cmd) = mpsc::channel(8);
         let (stx, srx) = watch::channel(Status {
             role: Role::Candidate,
@@ -172,6 +338,8 @@ impl Elector {
             held: held.clone(),
             observer: Observer::default(),
             events: etx.clone(),
+            grants: gtx,
+            lead: None,
             status: stx,
             commands: rx_cmd,
             shutdown,
@@ -185,16 +353,21 @@ impl Elector {
             if let Err(e) = task.await {
                 let message = panic_message(e);
                 tracing::error!(id = %id, "[{id}] the elector failed: {message}");
+                // The task's state is gone: the grant's token is cancelled already.
                 give_up(backend, hook, held, &etx).await;
-                let _ = etx.send(Event::Failed { message }).await;
+                let _ = etx.send(Event::Failed { message });
             }
         });
         (
             ElectorHandle {
                 commands: ctx_cmd,
                 status: srx,
+                grants: grx,
+                last_grant: std::sync::Mutex::new(Term(0)),
             },
-            ReceiverStream::new(erx),
+            Events {
+                inner: BroadcastStream::new(erx),
+            },
         )
     }
 
@@ -209,21 +382,27 @@ impl Elector {
                 s => self.step(s, &mut ctx).await,
             };
         }
+        ctx.lead = None;
+        ctx.grants.send_modify(|g| {
+            g.current = None;
+            g.stopped = true;
+        });
     }
 
     fn req(&self, held: Option<Term>, hold_off: bool) -> AcquireRequest {
         AcquireRequest {
             held,
             hold_off,
-            lease_duration: self.cfg.lease_duration,
-            retry_period: self.cfg.retry_period,
+            lease_duration: self.cfg.lease_duration(),
+            retry_period: self.cfg.retry_period(),
             now: Instant::now(),
             deadline: None,
         }
     }
 
-    async fn emit(&self, ctx: &Ctx, e: Event) {
-        let _ = ctx.events.send(e).await;
+    /// Never waits: a consumer that lags loses the oldest events (see [`Events`]).
+    fn emit(&self, ctx: &Ctx, e: Event) {
+        let _ = ctx.events.send(e);
     }
 
     /// One transition.
@@ -257,7 +436,7 @@ impl Elector {
             r = self.backend.try_acquire_or_renew(req, &mut ctx.observer) => r,
             _ = ctx.shutdown.cancelled() => return State::Done,
         };
-        let mut wait = self.cfg.retry_period;
+        let mut wait = self.cfg.retry_period();
         if result.is_ok()
             && let Some((since, _, n)) = ctx.follow_errors.take()
         {
@@ -267,7 +446,7 @@ impl Elector {
         match result {
             Ok(Outcome::Acquired { term, .. }) => {
                 *ctx.held.lock().expect("held lock") =
-                    Some((term, attempt_at + self.cfg.renew_deadline));
+                    Some((term, attempt_at + self.cfg.renew_deadline()));
                 let renew_failures = ctx.status.borrow().renew_failures;
                 ctx.status.send_replace(Status {
                     role: Role::Leader,
@@ -279,14 +458,18 @@ impl Elector {
                         host: Some(self.me.host.clone()),
                         since: Some(jiff::Timestamp::now()),
                     }),
-                    deadline: Some(attempt_at + self.cfg.renew_deadline),
+                    deadline: Some(attempt_at + self.cfg.renew_deadline()),
                     renew_failures,
                 });
-                self.emit(ctx, Event::StartedLeading { term }).await;
+                let token = ctx.shutdown.child_token();
+                ctx.lead = Some(token.clone().drop_guard());
+                ctx.grants
+                    .send_modify(|g| g.current = Some(Leadership { term, token }));
+                self.emit(ctx, Event::StartedLeading { term });
                 return State::Leading {
                     term,
                     last_renew: attempt_at,
-                    next_attempt: attempt_at + self.cfg.retry_period,
+                    next_attempt: attempt_at + self.cfg.retry_period(),
                 };
             }
             Ok(Outcome::Following { leader, recheck_in }) => {
@@ -315,13 +498,13 @@ impl Elector {
                         },
                         None => Event::NoLeader,
                     };
-                    self.emit(ctx, ev).await;
+                    self.emit(ctx, ev);
                     announced = Some(key);
                 }
             }
             Ok(Outcome::Renewed { .. } | Outcome::Lost { .. }) => {}
             Err(crate::backend::BackendError::Forbidden(message)) => {
-                self.emit(ctx, Event::Fatal { message }).await;
+                self.emit(ctx, Event::Fatal { message });
                 return State::Done;
             }
             Err(e) => {
@@ -354,7 +537,8 @@ impl Elector {
         tokio::select! {
             _ = sleep(wait) => {}
             _ = self.backend.changed() => {}
-            _ = ctx.commands.recv() => {}
+            // Commands mean nothing to a follower; no handle left ends the election.
+            c = ctx.commands.recv() => if c.is_none() { return State::Done },
             _ = ctx.shutdown.cancelled() => return State::Done,
         }
         State::Following {
@@ -363,20 +547,23 @@ impl Elector {
         }
     }
 
-    async fn stop(&self, ctx: &Ctx, term: Term, reason: StopReason, write_release: bool) {
+    async fn stop(&self, ctx: &mut Ctx, term: Term, reason: StopReason, write_release: bool) {
+        // The leader's work stops first, before anything else may happen.
+        ctx.lead = None;
+        ctx.grants.send_modify(|g| g.current = None);
         ctx.status.send_modify(|s| {
             s.role = Role::Candidate;
             s.deadline = None;
             s.leader = None;
         });
-        self.emit(ctx, Event::StoppedLeading { term, reason }).await;
+        self.emit(ctx, Event::StoppedLeading { term, reason });
         if let Some((hook, bound)) = &self.before_release
             && timeout(*bound, hook(term)).await.is_err()
         {
             tracing::warn!(id = %self.me.id, term = term.0, "[{}] step-down hook still running after {bound:?} (term {term})", self.me.id);
         }
         if write_release {
-            let deadline = Instant::now() + self.cfg.renew_deadline;
+            let deadline = Instant::now() + self.cfg.renew_deadline();
             match timeout_at(deadline, self.backend.release(term)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -402,20 +589,25 @@ impl Elector {
         let resign = tokio::select! {
             _ = sleep_until(next_attempt) => None,
             c = ctx.commands.recv() => match c {
-                Some(Command::Resign) => Some(self.cfg.retry_period),
-                Some(Command::ResignFor(d)) => Some(d.max(self.cfg.retry_period)),
-                None => None,
+                Some(Command::Resign) => Some(self.cfg.retry_period()),
+                Some(Command::ResignFor(d)) => Some(d.max(self.cfg.retry_period())),
+                // No handle left: the election is over, as on a shutdown.
+                None => {
+                    let live = Instant::now() < last_renew + self.cfg.renew_deadline();
+                    self.stop(ctx, term, StopReason::Shutdown, live).await;
+                    return State::Done;
+                }
             },
-            _ = self.backend.resign_requested(term) => Some(self.cfg.retry_period),
+            _ = self.backend.resign_requested(term) => Some(self.cfg.retry_period()),
             _ = ctx.shutdown.cancelled() => {
                 // The deadline may have passed while we were paused: then do not write.
-                let live = Instant::now() < last_renew + self.cfg.renew_deadline;
+                let live = Instant::now() < last_renew + self.cfg.renew_deadline();
                 self.stop(ctx, term, StopReason::Shutdown, live).await;
                 return State::Done;
             }
         };
         let now = Instant::now();
-        let deadline = last_renew + self.cfg.renew_deadline;
+        let deadline = last_renew + self.cfg.renew_deadline();
         if now >= deadline {
             // Paused or starved past the deadline: step down without writing in this term.
             self.stop(ctx, term, StopReason::RenewDeadline, false).await;
@@ -443,15 +635,16 @@ impl Elector {
         match result {
             Ok(Ok(Outcome::Renewed { .. })) if Instant::now() < deadline => {
                 last_renew = sent;
-                *ctx.held.lock().expect("held lock") = Some((term, sent + self.cfg.renew_deadline));
+                *ctx.held.lock().expect("held lock") =
+                    Some((term, sent + self.cfg.renew_deadline()));
                 ctx.status
-                    .send_modify(|s| s.deadline = Some(sent + self.cfg.renew_deadline));
+                    .send_modify(|s| s.deadline = Some(sent + self.cfg.renew_deadline()));
                 let took = Instant::now().saturating_duration_since(sent);
-                self.emit(ctx, Event::Renewed { term, took }).await;
+                self.emit(ctx, Event::Renewed { term, took });
                 State::Leading {
                     term,
                     last_renew,
-                    next_attempt: sent + self.cfg.retry_period,
+                    next_attempt: sent + self.cfg.retry_period(),
                 }
             }
             Ok(Ok(Outcome::Renewed { .. })) => {
@@ -470,7 +663,7 @@ impl Elector {
                     "[{}] renew failed (term {term}), {} ms left before stepping down: {e}",
                     self.me.id, left.as_millis());
                 // Retry sooner than a full period, as the deadline approaches.
-                let retry = (self.cfg.retry_period / 4).max(Duration::from_millis(50));
+                let retry = (self.cfg.retry_period() / 4).max(Duration::from_millis(50));
                 State::Leading {
                     term,
                     last_renew,
@@ -514,7 +707,7 @@ async fn give_up(
     backend: Arc<dyn Backend>,
     hook: Option<(BeforeRelease, Duration)>,
     held: Held,
-    events: &mpsc::Sender<Event>,
+    events: &broadcast::Sender<Event>,
 ) {
     // A poisoned lock still holds the last value written.
     let held = *held.lock().unwrap_or_else(|p| p.into_inner());
@@ -523,12 +716,10 @@ async fn give_up(
         let _ = tokio::spawn(async move { b.abandon().await }).await;
         return;
     };
-    let _ = events
-        .send(Event::StoppedLeading {
-            term,
-            reason: StopReason::Failed,
-        })
-        .await;
+    let _ = events.send(Event::StoppedLeading {
+        term,
+        reason: StopReason::Failed,
+    });
     if let Some((hook, bound)) = hook {
         let _ = timeout(bound, tokio::spawn(hook(term))).await;
     }

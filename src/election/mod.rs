@@ -11,7 +11,9 @@ mod elector;
 pub mod lease;
 
 pub use config::{Config, ConfigError};
-pub use elector::{BeforeRelease, Command, Elector, ElectorHandle, Role, Status};
+pub use elector::{
+    BeforeRelease, Command, EVENT_BUFFER, Elector, ElectorHandle, Events, Leadership, Role, Status,
+};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -98,8 +100,9 @@ impl fmt::Display for StopReason {
     }
 }
 
-/// What the [`Elector`] reports.
+/// What the [`Elector`] reports (on its [`Events`] stream).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// This participant was granted the lease in `term` and may act as leader.
     StartedLeading {
@@ -141,6 +144,13 @@ pub enum Event {
     Failed {
         /// What went wrong (the panic message).
         message: String,
+    },
+    /// This consumer read the stream too slowly and missed the `missed` oldest events
+    /// (the elector never waits for a reader; see [`Events`]). The current state is in
+    /// [`ElectorHandle::status`].
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
     },
 }
 

@@ -170,9 +170,9 @@ async fn healthz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     {
         // The deadline is last renewal + renew deadline; the elector steps down by then, so
         // this only trips if it is stuck.
-        let last_renew = deadline - st.cfg.renew_deadline;
+        let last_renew = deadline - st.cfg.renew_deadline();
         let stale = Instant::now().saturating_duration_since(last_renew);
-        if stale > st.cfg.lease_duration + st.cfg.retry_period {
+        if stale > st.cfg.lease_duration() + st.cfg.retry_period() {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("leader without renewal for {stale:?}\n"),

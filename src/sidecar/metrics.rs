@@ -106,7 +106,7 @@ impl Metrics {
                     .unwrap_or_else(|p| p.into_inner())
                     .get_or_insert_with(Instant::now);
             }
-            Event::Fatal { .. } | Event::Failed { .. } => {}
+            Event::Fatal { .. } | Event::Failed { .. } | Event::Lagged { .. } => {}
         }
     }
 

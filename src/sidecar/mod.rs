@@ -18,13 +18,14 @@ use std::time::Duration;
 /// take over: `grace < lease_duration − renew_deadline`. An explicit `--grace` that breaks
 /// the rule is a config error; without one, 5 s or 80% of the margin, whichever is less.
 pub fn grace(args: &SidecarArgs, cfg: &Config) -> Result<Duration, Failure> {
-    let margin = cfg.lease_duration - cfg.renew_deadline;
+    let margin = cfg.lease_duration() - cfg.renew_deadline();
     match args.grace {
         Some(g) if g >= margin => Err(Failure::new(
             exit::CONFIG,
             format!(
                 "invalid --grace {g:?}: must be less than lease duration − renew deadline ({:?} − {:?} = {margin:?}), so the child is gone before anyone else can be granted the lease",
-                cfg.lease_duration, cfg.renew_deadline
+                cfg.lease_duration(),
+                cfg.renew_deadline()
             ),
         )),
         Some(g) => Ok(g),
