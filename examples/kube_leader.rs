@@ -24,7 +24,7 @@ const TERM: &str = "crown.example/term";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut namespace = String::new(); // empty: kubectl's rules (Pod namespace, context)
+    let mut namespace = String::new(); // empty: the client's default namespace
     let mut lease = "kube-leader-example".to_string();
     let mut id =
         std::env::var("POD_NAME").unwrap_or_else(|_| format!("example-{}", std::process::id()));
@@ -39,7 +39,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let me = Identity::new(id);
-    let backend = KubeBackend::connect(
+    // One client for the election and the work (or use KubeBackend::connect, which follows
+    // kubectl's rules for the configuration and the namespace).
+    let client = kube::Client::try_default().await?;
+    if namespace.is_empty() {
+        namespace = client.default_namespace().to_string();
+    }
+    let backend = KubeBackend::with_client(
+        client.clone(),
         &namespace,
         &lease,
         &lease,
@@ -47,9 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Duration::from_secs(10),
     )
     .await?;
-    let ns = backend.namespace().name;
-    let client = kube::Client::try_default().await?;
-    let output: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let output: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let name = format!("{lease}-output");
 
     let shutdown = CancellationToken::new();
