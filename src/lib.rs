@@ -18,7 +18,7 @@
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let me = Identity::new("worker-1");
-//!     // Or: crown::backend::kube::KubeBackend::connect(namespace, lease, election, me, wait)
+//!     // Or: crown::backend::kube::KubeBackend::with_client(client, namespace, lease, …)
 //!     //     crown::backend::etcd::EtcdBackend::connect(options, Some(me))
 //!     let backend = FileBackend::open("/run/crown".as_ref(), "reports", me.clone())?;
 //!     let shutdown = CancellationToken::new(); // cancel it to release the lease and stop
