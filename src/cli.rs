@@ -1,5 +1,7 @@
 //! The command line (clap derive). Every flag that a deployment sets has an environment
 //! fallback (`CROWN_*`, and `POD_NAME` for the id, as in Kubernetes' downward API).
+// The doc comments below are clap's `--help` text, written for a terminal, not rustdoc.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use crate::election::Config;
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -1,4 +1,7 @@
-//! Exit codes: each kind of failure has its own, documented in the README.
+//! Exit codes: each kind of failure has its own, documented in the README; and [`Failure`],
+//! a failure with its code.
+
+use crate::backend::BackendError;
 
 /// Success.
 pub const OK: i32 = 0;
@@ -20,3 +23,35 @@ pub const LOST_LEADERSHIP: i32 = 6;
 pub const FORBIDDEN: i32 = 7;
 /// `crown run --wait`: not leader by the deadline (like `flock -w`, `consul lock -timeout`).
 pub const WAIT_EXPIRED: i32 = 8;
+
+/// A failure with its exit code, printed as one line at the edge.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// Exit code (see the constants in this module).
+    pub code: i32,
+    /// One-line message.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BackendError> for Failure {
+    fn from(e: BackendError) -> Self {
+        let code = match e {
+            BackendError::Unavailable(_) | BackendError::Conflict(_) => BACKEND_UNAVAILABLE,
+            BackendError::Corrupt(_) => CORRUPT_STATE,
+            BackendError::Invalid(_) => CONFIG,
+            BackendError::Forbidden(_) => FORBIDDEN,
+        };
+        Failure::new(code, e.to_string())
+    }
+}

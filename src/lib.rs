@@ -1,21 +1,80 @@
-//! crown: a leader-election kit you can watch.
+#![warn(missing_docs)]
+//! crown: leader election for Rust services, over a file lock, an etcd election or a
+//! Kubernetes Lease, with fencing terms.
 //!
-//! - [`election`]: the pure core (timings, terms, the lease rule, the state machine);
-//! - [`backend`]: where the lease lives (file, memory; etcd and Kubernetes in later modules);
-//! - [`participant`]: `crown run`, wiring an elector to logs, heartbeats and signals;
-//! - [`report`]: `crown status` and `crown history` output;
-//! - [`tui`]: `crown tui`, the live dashboard, and `crown demo`;
-//! - [`sidecar`]: a child process while leading, HTTP status and metrics, a webhook;
-//! - [`cli`]: the command line.
+//! An [`Elector`] campaigns for one participant ([`Identity`]) with validated timings
+//! ([`Config`]) over a [`Backend`](backend::Backend). Each grant of the lease to this
+//! participant comes as a [`Leadership`]: its fencing [`Term`] and a token that is cancelled
+//! before the leader's renew deadline passes (so before anyone else can be granted the lease)
+//! or at once on a loss, a resign or a shutdown. Do the leader's work only while it is live:
+//!
+//! ```no_run
+//! use crown::backend::file::FileBackend;
+//! use crown::{Config, Elector, Identity};
+//! use std::sync::Arc;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn write_with_term(_term: crown::Term) {}
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let me = Identity::new("worker-1");
+//!     // Or: crown::backend::kube::KubeBackend::with_client(client, namespace, lease, …)
+//!     //     crown::backend::etcd::EtcdBackend::connect(options, Some(me))
+//!     let backend = FileBackend::open("/run/crown".as_ref(), "reports", me.clone())?;
+//!     let shutdown = CancellationToken::new(); // cancel it to release the lease and stop
+//!     let (handle, _events) = Elector::new(Arc::new(backend), Config::default(), me)?
+//!         .spawn(shutdown.clone());
+//!     while let Some(lead) = handle.leadership().await {
+//!         println!("leading in term {}", lead.term());
+//!         tokio::select! {
+//!             _ = lead.cancelled() => println!("term {} is over", lead.term()),
+//!             _ = async {
+//!                 loop {
+//!                     write_with_term(lead.term()).await; // attach the fencing token
+//!                 }
+//!             } => {}
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The election ends when the `shutdown` token is cancelled or the last [`ElectorHandle`] is
+//! dropped (a held lease is released first). The [`Events`] stream reports every role change
+//! and never holds the elector back (a slow reader gets [`Event::Lagged`]);
+//! [`ElectorHandle::status`] is the current role. Runnable examples: `examples/file_leader.rs`,
+//! `examples/kube_leader.rs`.
+//!
+//! Modules:
+//! - [`election`]: the core (timings, terms, the lease rule, the elector);
+//! - [`backend`]: where the lease lives: [`backend::file`] (one host), [`backend::etcd`],
+//!   [`backend::kube`] (a `coordination.k8s.io/v1` Lease) and [`backend::memory`] (tests);
+//! - [`exit`]: the `crown` binary's exit codes.
+//!
+//! The `crown` binary's own modules (command line, `crown run`, the dashboard, reports, the
+//! sidecar) are compiled only with the `cli` feature (on by default, needed by the binary)
+//! and are not part of the library's API: depend on crown with `default-features = false`
+//! to leave them out.
 
 pub mod backend;
-pub mod cli;
 pub mod election;
 pub mod exit;
 pub mod once;
+
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod participant;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod report;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod sidecar;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod tui;
 
 pub use election::{Config, Elector, ElectorHandle, Event, Events, Identity, Leadership, Term};

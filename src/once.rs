@@ -168,9 +168,9 @@ impl Duty {
         &self,
         backend: &dyn crate::backend::Backend,
         election: &str,
-    ) -> Result<Option<DutyRecord>, crate::participant::Failure> {
+    ) -> Result<Option<DutyRecord>, crate::exit::Failure> {
         match backend.duty().await? {
-            Some(r) if r.command_hash != self.hash => Err(crate::participant::Failure::new(
+            Some(r) if r.command_hash != self.hash => Err(crate::exit::Failure::new(
                 crate::exit::CONFIG,
                 format!(
                     "election {election}'s duty was done with another command ({}, {}; ours is {}): run `crown once reset -e {election}` first, or use another election",
@@ -191,11 +191,11 @@ impl Duty {
         backend: &dyn crate::backend::Backend,
         election: &str,
         limit: std::time::Duration,
-    ) -> Result<Option<DutyRecord>, crate::participant::Failure> {
+    ) -> Result<Option<DutyRecord>, crate::exit::Failure> {
         tokio::time::timeout(limit, self.check(backend, election))
             .await
             .unwrap_or_else(|_| {
-                Err(crate::participant::Failure::new(
+                Err(crate::exit::Failure::new(
                     crate::exit::BACKEND_UNAVAILABLE,
                     format!(
                         "reading the duty record did not answer within {}",

@@ -5,7 +5,7 @@
 use crate::backend::etcd::{EtcdBackend, EtcdOptions};
 use crate::backend::file::FileBackend;
 use crate::backend::kube::KubeBackend;
-use crate::backend::{Backend, BackendError, validate_election_name};
+use crate::backend::{Backend, validate_election_name};
 use crate::cli::{BackendArgs, BackendKind, LogFormat, OnChildExit, OnLoss, RunArgs};
 use crate::election::{Elector, Event, Identity, Member, Role, Status, StopReason, Term};
 use crate::exit;
@@ -16,37 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A failure with its exit code, printed as one line at the edge.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Failure {
-    /// Exit code (see [`crate::exit`]).
-    pub code: i32,
-    /// One-line message.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure with `code`.
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<BackendError> for Failure {
-    fn from(e: BackendError) -> Self {
-        let code = match e {
-            BackendError::Unavailable(_) | BackendError::Conflict(_) => exit::BACKEND_UNAVAILABLE,
-            BackendError::Corrupt(_) => exit::CORRUPT_STATE,
-            BackendError::Invalid(_) => exit::CONFIG,
-            BackendError::Forbidden(_) => exit::FORBIDDEN,
-        };
-        Failure::new(code, e.to_string())
-    }
-}
+pub use crate::exit::Failure;
 
 /// This host's name.
 pub fn hostname() -> String {
@@ -594,7 +564,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
                     let write = backend.record_duty(&rec);
                     let res = tokio::time::timeout(cfg.renew_deadline(), write)
                         .await
-                        .unwrap_or_else(|_| Err(BackendError::Unavailable(format!(
+                        .unwrap_or_else(|_| Err(crate::backend::BackendError::Unavailable(format!(
                             "no answer within {}", humantime::format_duration(cfg.renew_deadline())
                         ))));
                     match res {

@@ -683,3 +683,57 @@ fn the_namespace_follows_kubectls_rules_and_status_prints_it() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("--context \"nope\": no such context"), "{err}");
 }
+
+/// The library on a real apiserver, with a client the caller built itself
+/// (`KubeBackend::with_client`): a grant comes as a `Leadership`, a shutdown cancels its token
+/// and releases the Lease, and the other participant's next grant has a higher term.
+#[test]
+fn the_library_campaigns_with_an_existing_client_and_hands_over_on_shutdown() {
+    use crown::backend::kube::KubeBackend;
+    use crown::{Config, Elector, Identity};
+    use std::sync::Arc;
+    let env = KubeEnv::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kubeconfig = ::kube::config::Kubeconfig::read_from(env.kubeconfig()).unwrap();
+        let cfg = ::kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = ::kube::Client::try_from(cfg).unwrap();
+        let elector = |id: &str| {
+            let client = client.clone();
+            let me = Identity::new(id);
+            async move {
+                let b = KubeBackend::with_client(client, "default", "lib", "lib", me.clone(), T)
+                    .await
+                    .unwrap();
+                let stop = tokio_util::sync::CancellationToken::new();
+                let (h, _events) = Elector::new(Arc::new(b), Config::default(), me)
+                    .unwrap()
+                    .spawn(stop.clone());
+                (stop, h)
+            }
+        };
+        let (stop_a, ha) = elector("lib-a").await;
+        let first = tokio::time::timeout(T, ha.leadership())
+            .await
+            .expect("a grant within 30 s")
+            .expect("a leads");
+        let (_stop_b, hb) = elector("lib-b").await;
+        stop_a.cancel();
+        tokio::time::timeout(T, first.cancelled())
+            .await
+            .expect("shutdown cancels the token");
+        let second = tokio::time::timeout(T, hb.leadership())
+            .await
+            .expect("b is granted the released Lease")
+            .expect("b leads");
+        assert!(
+            second.term() > first.term(),
+            "{:?} after {:?}",
+            second.term(),
+            first.term()
+        );
+        assert!(ha.leadership().await.is_none(), "a's elector has stopped");
+    });
+}

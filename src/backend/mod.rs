@@ -5,8 +5,11 @@
 //! [`crate::election::lease::decide`], so the lease logic exists once. Backends with their own
 //! election protocol (etcd) implement the same trait on top of that protocol.
 
+#[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "kube")]
 pub mod kube;
 pub mod memory;
 

@@ -57,6 +57,21 @@ pub struct Identity {
     pub host: String,
 }
 
+impl Identity {
+    /// This process (its pid and host name) as participant `id`, which must be unique within
+    /// the election (backends check its syntax: 1-63 letters, digits, `.`, `_`, `-`).
+    pub fn new(id: impl Into<String>) -> Self {
+        Identity {
+            id: id.into(),
+            pid: std::process::id(),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+        }
+    }
+}
+
 /// The current leader as seen by an observer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderInfo {

@@ -7,7 +7,7 @@
 //! is crown's business, not the child's.
 
 use crate::exit;
-use crate::participant::Failure;
+use crate::exit::Failure;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Descriptors `crown run` keeps for itself: the runtime (epoll, eventfds, signal pipe), the

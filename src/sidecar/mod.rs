@@ -11,7 +11,7 @@ pub mod notify;
 use crate::cli::SidecarArgs;
 use crate::election::Config;
 use crate::exit;
-use crate::participant::Failure;
+use crate::exit::Failure;
 use std::time::Duration;
 
 /// The grace the child gets between SIGTERM and SIGKILL. It must end before any follower may

@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 pub enum Mode {
     /// The dashboard.
     Normal,
-    /// "kill <id> (pid N)? y/n" is shown.
+    /// "kill `<id>` (pid N)? y/n" is shown.
     ConfirmKill,
     /// The help overlay is shown.
     Help,

@@ -11,7 +11,7 @@
 //!   never holds another's keys); a permission on the prefix `N` covers them all:
 //!   - `…:members:<id>`: the [`Member`] heartbeat JSON (plus the participant's session lease),
 //!     bound to a member lease of the same TTL, so it vanishes when its participant dies;
-//!   - `…:history:<term, 20 digits>`: one [`Grant`] JSON per observed grant (crown's and
+//!   - `…:history:<term, 20 digits>`: one [`Grant`](crate::election::Grant) JSON per observed grant (crown's and
 //!     foreign), the last `--etcd-history-limit` kept;
 //!   - `…:floor`: the highest term compacted out of the history (20 digits);
 //!   - `…:released`: `{"term","holder","at"}` of the last graceful resign by crown, written in

@@ -192,15 +192,46 @@ impl KubeBackend {
             },
             n => n,
         };
-        let namespace = ns.name.as_str();
         let client = Client::try_from(cfg).map_err(|e| {
             BackendError::Unavailable(format!("cannot build a Kubernetes client: {e}"))
         })?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let pod = opts
             .pod_name
             .clone()
             .filter(|p| !p.is_empty() && !me.id.is_empty());
+        Self::build(client, ns, pod, lease_name, election, me, wait).await
+    }
+
+    /// Campaigns with an existing client (your own configuration, credentials or layers) for
+    /// the Lease `lease_name` in `namespace`, and checks within `wait` that the Lease can be
+    /// read. Does not mark a Pod (see [`ClientOptions`] for that, with [`Self::connect_with`]).
+    pub async fn with_client(
+        client: Client,
+        namespace: &str,
+        lease_name: &str,
+        election: &str,
+        me: Identity,
+        wait: Duration,
+    ) -> Result<Self, BackendError> {
+        super::validate_election_name(lease_name)?;
+        let ns = Namespace {
+            name: namespace.to_string(),
+            source: NamespaceSource::Flag,
+        };
+        Self::build(client, ns, None, lease_name, election, me, wait).await
+    }
+
+    async fn build(
+        client: Client,
+        ns: Namespace,
+        pod: Option<String>,
+        lease_name: &str,
+        election: &str,
+        me: Identity,
+        wait: Duration,
+    ) -> Result<Self, BackendError> {
+        let namespace = ns.name.as_str();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let marker = pod
             .as_ref()
             .map(|p| pods::PodMarker::start(pods.clone(), namespace, p, lease_name));
