@@ -60,6 +60,7 @@ pub mod backend;
 pub mod election;
 pub mod exit;
 pub mod once;
+pub mod text;
 
 #[cfg(feature = "cli")]
 #[doc(hidden)]

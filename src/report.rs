@@ -12,32 +12,8 @@ use crate::backend::{Backend, BackendError, LeaseView};
 use crate::election::{EndKind, Grant, Member, Role, Term};
 use jiff::Timestamp;
 use serde::Serialize;
-use std::borrow::Cow;
 
-/// Whether `c` must not reach a terminal or a log line raw: control characters (C0 including
-/// ESC, BEL, CR, LF, TAB; DEL; C1) and the bidirectional overrides that reorder what is shown.
-fn unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `s` made safe to print as text: control characters are escaped as Rust does (`\n`,
-/// `\u{1b}`), so a value read from a backend can neither drive the terminal (set its title,
-/// clear the screen) nor forge a log line. Everything else, emoji included, is kept; a string
-/// with nothing to escape is borrowed as is.
-pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(unsafe_char) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if unsafe_char(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
+pub use crate::text::escape;
 
 /// The leader in a status report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -385,15 +361,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escape_keeps_text_and_escapes_controls() {
-        assert!(matches!(escape("p1 👑 über-host"), Cow::Borrowed(_)));
-        assert_eq!(
-            escape("a\u{1b}]0;title\u{7}b\u{1b}[2J\nINFO forged\r\t\u{7f}\u{9b}\u{202e}"),
-            "a\\u{1b}]0;title\\u{7}b\\u{1b}[2J\\nINFO forged\\r\\t\\u{7f}\\u{9b}\\u{202e}"
-        );
-    }
-
-    #[test]
     fn status_and_history_text_carry_no_control_bytes() {
         let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\nleader    forged";
         let r = StatusReport {
@@ -426,7 +393,9 @@ mod tests {
         let text = status_text(&r, false);
         assert_eq!(status_text(&r, true).lines().count(), 6);
         assert!(
-            !text.chars().any(|c| c != '\n' && unsafe_char(c)),
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::text::unsafe_char(c)),
             "{text:?}"
         );
         assert_eq!(text.lines().count(), 6, "{text}");
@@ -446,7 +415,9 @@ mod tests {
         let text = history_text(&rows, false);
         assert_eq!(history_text(&rows, true).lines().count(), 2);
         assert!(
-            !text.chars().any(|c| c != '\n' && unsafe_char(c)),
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::text::unsafe_char(c)),
             "{text:?}"
         );
         assert_eq!(text.lines().count(), 2, "{text}");

@@ -16,21 +16,9 @@ pub fn validate_prefix(prefix: &str) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// Text for a terminal or a log line: control characters (newlines, escape sequences) become
-/// `\u{…}` escapes; the rest is kept.
+/// Text for a terminal or a log line (see [`crate::text::escape`]).
 pub(crate) fn escape(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::text::escape(s).into_owned()
 }
 
 /// The keys of one election.
