@@ -12,6 +12,8 @@ pub mod file;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod memory;
+#[cfg(any(feature = "etcd", feature = "kube"))]
+pub(crate) mod tasks;
 
 use crate::election::lease::Observer;
 use crate::election::{Grant, LeaderInfo, LeaseRecord, Member, Term};

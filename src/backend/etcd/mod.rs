@@ -119,10 +119,11 @@ pub struct EtcdOptions {
     pub history_limit: usize,
 }
 
-/// The etcd backend. Cheap to clone.
+/// The etcd backend. Cheap to clone; dropping the last clone stops its background tasks.
 #[derive(Clone)]
 pub struct EtcdBackend {
     inner: Arc<Inner>,
+    tasks: Arc<crate::backend::tasks::Tasks>,
 }
 
 /// Shared state of the backend and its background tasks.
@@ -240,6 +241,7 @@ impl EtcdBackend {
         };
         let b = EtcdBackend {
             inner: Arc::new(inner),
+            tasks: Arc::default(),
         };
         if b.inner.me.is_some() {
             b.start_watch();
@@ -258,9 +260,9 @@ impl EtcdBackend {
             return;
         }
         let inner = self.inner.clone();
-        tokio::spawn(async move { inner.watch_loop().await });
+        self.tasks.spawn(async move { inner.watch_loop().await });
         let inner = self.inner.clone();
-        tokio::spawn(async move { inner.resign_loop().await });
+        self.tasks.spawn(async move { inner.resign_loop().await });
     }
 
     fn timings(&self, req: &AcquireRequest) -> Timings {

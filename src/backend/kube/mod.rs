@@ -87,6 +87,8 @@ struct HolderInfo {
 #[derive(Clone)]
 pub struct KubeBackend {
     inner: Arc<Inner>,
+    /// The Lease watch; dropping the last clone of the backend stops it.
+    tasks: Arc<crate::backend::tasks::Tasks>,
 }
 
 struct Inner {
@@ -255,6 +257,7 @@ impl KubeBackend {
                 last_member: Mutex::new(None),
                 member_lease: Mutex::new(None),
             }),
+            tasks: Arc::default(),
         };
         let deadline = Instant::now() + wait;
         loop {
@@ -414,7 +417,7 @@ impl KubeBackend {
             return;
         }
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let wp = WatchParams::default()
                 .fields(&format!("metadata.name={}", inner.name))
                 .timeout(290);
