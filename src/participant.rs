@@ -163,7 +163,7 @@ pub fn init_logging(format: LogFormat, default: &str) {
                     if field.name() == "message" {
                         // Ids, hosts and errors may come from the backend: one event, one
                         // line, no terminal control.
-                        write!(w, "{}", crate::report::escape(&format!("{value:?}")))
+                        write!(w, "{}", crate::text::escape(&format!("{value:?}")))
                     } else {
                         Ok(())
                     }
@@ -300,7 +300,7 @@ pub async fn run(args: RunArgs) -> Result<i32, Failure> {
             "config ok: id {} backend {} ({}) election {} lease {:?} renew {:?} retry {:?}",
             me.id,
             args.backend.backend.name(),
-            crate::report::escape(&args.backend.location()),
+            crate::text::escape(&args.backend.location()),
             args.backend.election,
             cfg.lease_duration(),
             cfg.renew_deadline(),

@@ -41,11 +41,11 @@ pub fn read_limit(wait_for_backend: std::time::Duration) -> std::time::Duration 
 /// with one line and exit code 4 instead of hanging.
 pub async fn bounded<T>(
     limit: std::time::Duration,
-    work: impl std::future::Future<Output = Result<T, crate::participant::Failure>>,
-) -> Result<T, crate::participant::Failure> {
+    work: impl std::future::Future<Output = Result<T, crate::exit::Failure>>,
+) -> Result<T, crate::exit::Failure> {
     match tokio::time::timeout(limit, work).await {
         Ok(r) => r,
-        Err(_) => Err(crate::participant::Failure::new(
+        Err(_) => Err(crate::exit::Failure::new(
             crate::exit::BACKEND_UNAVAILABLE,
             format!(
                 "no answer from the backend within {}: a read is stuck (a FIFO or device in the election directory, a hung mount, an unanswering server?)",

@@ -5,6 +5,7 @@
 //! [`crate::election::lease::decide`], so the lease logic exists once. Backends with their own
 //! election protocol (etcd) implement the same trait on top of that protocol.
 
+pub mod duty;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "file")]
@@ -17,8 +18,8 @@ pub(crate) mod tasks;
 
 use crate::election::lease::Observer;
 use crate::election::{Grant, LeaderInfo, LeaseRecord, Member, Term};
-use crate::once::{DutyRecord, Removed};
 use async_trait::async_trait;
+use duty::{DutyRecord, Removed};
 use std::time::Duration;
 use tokio::time::Instant;
 

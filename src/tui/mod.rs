@@ -123,13 +123,13 @@ pub fn init_file_logging(path: &Path) -> Result<(), Failure> {
         .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
             |w, field, value| {
                 if field.name() == "message" {
-                    write!(w, "{}", crate::report::escape(&format!("{value:?}")))
+                    write!(w, "{}", crate::text::escape(&format!("{value:?}")))
                 } else {
                     write!(
                         w,
                         " {}={}",
                         field.name(),
-                        crate::report::escape(&format!("{value:?}"))
+                        crate::text::escape(&format!("{value:?}"))
                     )
                 }
             },
@@ -154,7 +154,7 @@ fn new_state(election: &str, backend: String, demo: bool, t: &TimingArgs, log: &
     s.retry_period = t.retry_period;
     s.lease_duration = t.lease_duration;
     s.tz = jiff::tz::TimeZone::system();
-    s.log_path = Some(crate::report::escape(&log.display().to_string()).into_owned());
+    s.log_path = Some(crate::text::escape(&log.display().to_string()).into_owned());
     s
 }
 

@@ -70,7 +70,7 @@ pub fn is_crown_run(argv: &[String], election: &str, same_exe: bool) -> Result<(
         if let Some(e) = named
             && e != election
         {
-            return Err(format!("it runs election {:?}", crate::report::escape(&e)));
+            return Err(format!("it runs election {:?}", crate::text::escape(&e)));
         }
     }
     Ok(())
@@ -103,7 +103,7 @@ pub fn verify(pid: u32, stamp: &ProcessStamp, election: &str) -> Result<(), Stri
     if stamp.election != election {
         return Err(format!(
             "its heartbeat is for election {:?}",
-            crate::report::escape(&stamp.election)
+            crate::text::escape(&stamp.election)
         ));
     }
     if boot_id().as_deref() != Some(stamp.boot_id.as_str()) {

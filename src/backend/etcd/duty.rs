@@ -5,7 +5,7 @@
 use super::campaign::Phase;
 use super::{EtcdBackend, OP_TIMEOUT, escape};
 use crate::backend::BackendError;
-use crate::once::{self, DutyRecord, Removed};
+use crate::backend::duty::{self as once, DutyRecord, Removed};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 
 impl EtcdBackend {

@@ -305,15 +305,18 @@ impl Backend for EtcdBackend {
         self.inner.history().await
     }
 
-    async fn duty(&self) -> Result<Option<crate::once::DutyRecord>, BackendError> {
+    async fn duty(&self) -> Result<Option<crate::backend::duty::DutyRecord>, BackendError> {
         self.read_duty().await
     }
 
-    async fn record_duty(&self, rec: &crate::once::DutyRecord) -> Result<bool, BackendError> {
+    async fn record_duty(
+        &self,
+        rec: &crate::backend::duty::DutyRecord,
+    ) -> Result<bool, BackendError> {
         self.write_duty(rec).await
     }
 
-    async fn reset_duty(&self) -> Result<crate::once::Removed, BackendError> {
+    async fn reset_duty(&self) -> Result<crate::backend::duty::Removed, BackendError> {
         self.delete_duty().await
     }
 }

@@ -6,8 +6,8 @@
 use super::fsx::Bounded;
 use super::{Inner, blocking};
 use crate::backend::BackendError;
+use crate::backend::duty::{self as once, DutyRecord, MAX_DUTY, Removed};
 use crate::election::lease::Current;
-use crate::once::{self, DutyRecord, MAX_DUTY, Removed};
 
 impl Inner {
     fn duty_name(&self) -> String {

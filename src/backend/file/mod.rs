@@ -736,15 +736,18 @@ impl Backend for FileBackend {
         blocking(move || inner.read_history()).await
     }
 
-    async fn duty(&self) -> Result<Option<crate::once::DutyRecord>, BackendError> {
+    async fn duty(&self) -> Result<Option<crate::backend::duty::DutyRecord>, BackendError> {
         self.duty_async().await
     }
 
-    async fn record_duty(&self, rec: &crate::once::DutyRecord) -> Result<bool, BackendError> {
+    async fn record_duty(
+        &self,
+        rec: &crate::backend::duty::DutyRecord,
+    ) -> Result<bool, BackendError> {
         self.record_duty_async(rec).await
     }
 
-    async fn reset_duty(&self) -> Result<crate::once::Removed, BackendError> {
+    async fn reset_duty(&self) -> Result<crate::backend::duty::Removed, BackendError> {
         self.reset_duty_async().await
     }
 }

@@ -5,8 +5,8 @@
 
 use super::{Inner, api_err};
 use crate::backend::BackendError;
+use crate::backend::duty::{self as once, DutyRecord, Removed};
 use crate::election::lease::Current;
-use crate::once::{self, DutyRecord, Removed};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams, PostParams};
 
