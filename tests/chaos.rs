@@ -461,6 +461,35 @@ impl World {
         self.spawn();
     }
 
+    /// Every member's log lines since `t0`, in the order the test read them: when read (from
+    /// `t0`), the line's own timestamp, who, event, term and message. For violation reports.
+    fn timeline(&self, t0: Instant) -> String {
+        const LOOKBACK: Duration = Duration::from_secs(3);
+        let mut all: Vec<(Instant, String)> = vec![];
+        for m in &self.members {
+            for l in m.p.lines().into_iter().filter(|l| l.at + LOOKBACK >= t0) {
+                all.push((
+                    l.at,
+                    format!(
+                        "{:>6} ms  {}  {}  {} term={:?} {}",
+                        l.at.saturating_duration_since(t0).as_millis() as i128
+                            - t0.saturating_duration_since(l.at).as_millis() as i128,
+                        l.json["timestamp"].as_str().unwrap_or("?"),
+                        m.p.id,
+                        l.event(),
+                        l.term(),
+                        l.message()
+                    ),
+                ));
+            }
+        }
+        all.sort_by_key(|(at, _)| *at);
+        all.into_iter()
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn fail(&mut self, what: String) {
         eprintln!("chaos[{}]: VIOLATION: {what}", self.backend);
         self.violations.push(what);
@@ -595,8 +624,9 @@ impl World {
                 old_stopped = Some(down);
                 if granted < down {
                     let id = self.members[l].p.id.clone();
+                    let timeline = self.timeline(t0);
                     self.fail(format!(
-                        "fault {n}: {id} (term {term}) was cut off and stepped down {:?} after its successor was granted",
+                        "fault {n}: {id} (term {term}) was cut off and stepped down {:?} after its successor was granted\n{timeline}",
                         down - granted
                     ));
                 }

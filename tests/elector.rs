@@ -96,6 +96,58 @@ async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
     assert_eq!(b.record().unwrap().term, Term(2));
 }
 
+/// A follower's read that hangs (a partition that heals, a slow apiserver) and returns a record
+/// renewed while it hung has observed that record when the read returned, not when the
+/// attempt began: counting from the attempt's start would count the hang as time the holder
+/// was silent, and take over from a leader that is still within its renew deadline. (Seen in
+/// the kube fault campaign: a healed follower led 130 ms before the cut-off leader stepped
+/// down.)
+#[tokio::test(start_paused = true)]
+async fn a_read_that_hung_counts_expiry_from_when_it_returned() {
+    let cfg = Config::default();
+    let a = MemoryBackend::new(ident("a"));
+    let b = a.handle(ident("b"));
+    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+    assert_eq!(
+        next(&mut eb).await,
+        Event::NewLeader {
+            id: "a".into(),
+            term: Term(1)
+        }
+    );
+    // b's next read hangs for most of a lease while a renews; right after it returns, a is
+    // cut off.
+    let hang = cfg.lease_duration() - cfg.retry_period() / 2;
+    b.delay_next_read(hang).notified().await;
+    let read = Instant::now();
+    a.set_unreachable(true);
+
+    assert_eq!(
+        next(&mut ea).await,
+        Event::StoppedLeading {
+            term: Term(1),
+            reason: StopReason::RenewDeadline
+        }
+    );
+    let stopped = Instant::now();
+    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    let taken = Instant::now();
+    assert!(
+        taken >= stopped,
+        "b led {:?} before a stepped down (its read returned {:?} before a stepped down)",
+        stopped - taken,
+        stopped - read
+    );
+    assert!(
+        taken - read >= cfg.lease_duration(),
+        "b took over {:?} after its read returned, within a lease of {:?}",
+        taken - read,
+        cfg.lease_duration()
+    );
+}
+
 /// Expiry is measured on the observer's monotonic clock: a holder whose wall clock runs an
 /// hour behind (its renewals look an hour old) is never taken over while it renews, and one an
 /// hour ahead is taken over on time once it stops.

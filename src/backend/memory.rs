@@ -10,6 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -29,6 +30,7 @@ pub struct MemoryBackend {
     unreachable: Arc<AtomicBool>,
     forbidden: Arc<AtomicBool>,
     notify: Arc<Notify>,
+    slow_read: Arc<Mutex<Option<(Duration, Arc<Notify>)>>>,
 }
 
 impl MemoryBackend {
@@ -46,6 +48,7 @@ impl MemoryBackend {
             unreachable: Arc::new(AtomicBool::new(false)),
             forbidden: Arc::new(AtomicBool::new(false)),
             notify,
+            slow_read: Arc::default(),
         }
     }
 
@@ -60,6 +63,7 @@ impl MemoryBackend {
             unreachable: Arc::new(AtomicBool::new(false)),
             forbidden: Arc::new(AtomicBool::new(false)),
             notify,
+            slow_read: Arc::default(),
         }
     }
 
@@ -79,6 +83,15 @@ impl MemoryBackend {
         self.forbidden.store(v, Ordering::SeqCst);
     }
 
+    /// Delays this handle's next campaign attempt by `by` between the elector's request and the
+    /// read (a slow or partitioned network that heals); the returned `Notify` fires when that
+    /// read has been decided on.
+    pub fn delay_next_read(&self, by: Duration) -> Arc<Notify> {
+        let done = Arc::new(Notify::new());
+        *self.slow_read.lock().unwrap() = Some((by, done.clone()));
+        done
+    }
+
     /// The stored record (for assertions).
     pub fn record(&self) -> Option<crate::election::LeaseRecord> {
         self.store.lock().unwrap().current.clone()
@@ -95,6 +108,50 @@ impl MemoryBackend {
         } else {
             Ok(())
         }
+    }
+
+    /// One campaign attempt against the store (the lease rule, under the store's lock).
+    fn attempt(
+        &self,
+        req: AcquireRequest,
+        observer: &mut Observer,
+    ) -> Result<Outcome, BackendError> {
+        self.check()?;
+        let mut store = self.store.lock().unwrap();
+        let cur = current(&store);
+        let floor = store.history.last().map(|g| g.term).unwrap_or(Term(0));
+        let r = lease::Request {
+            me: &self.me,
+            held: req.held,
+            hold_off: req.hold_off,
+            lease_duration: req.lease_duration,
+            // Observed when the read returned, not when the attempt began.
+            now: tokio::time::Instant::now(),
+            wall_now: self.wall_now(),
+        };
+        let decision =
+            lease::above_history(lease::decide(&cur, observer, &r, Liveness::Unknown), floor);
+        Ok(match decision {
+            lease::Decision::Acquire { record, grant } => {
+                let term = record.term;
+                store.current = Some(record);
+                store.history.push(grant.clone());
+                wake_all(&store);
+                Outcome::Acquired { term, grant }
+            }
+            lease::Decision::Renew { record } => {
+                let term = record.term;
+                store.current = Some(record);
+                wake_all(&store);
+                Outcome::Renewed { term }
+            }
+            lease::Decision::Follow { leader, expires_in } => Outcome::Following {
+                leader,
+                recheck_in: expires_in,
+            },
+            lease::Decision::Lost { leader } => Outcome::Lost { leader },
+            lease::Decision::Refuse { reason } => return Err(BackendError::Corrupt(reason)),
+        })
     }
 
     fn wall_now(&self) -> Timestamp {
@@ -127,41 +184,15 @@ impl Backend for MemoryBackend {
         req: AcquireRequest,
         observer: &mut Observer,
     ) -> Result<Outcome, BackendError> {
-        self.check()?;
-        let mut store = self.store.lock().unwrap();
-        let cur = current(&store);
-        let floor = store.history.last().map(|g| g.term).unwrap_or(Term(0));
-        let r = lease::Request {
-            me: &self.me,
-            held: req.held,
-            hold_off: req.hold_off,
-            lease_duration: req.lease_duration,
-            now: req.now,
-            wall_now: self.wall_now(),
-        };
-        let decision =
-            lease::above_history(lease::decide(&cur, observer, &r, Liveness::Unknown), floor);
-        Ok(match decision {
-            lease::Decision::Acquire { record, grant } => {
-                let term = record.term;
-                store.current = Some(record);
-                store.history.push(grant.clone());
-                wake_all(&store);
-                Outcome::Acquired { term, grant }
-            }
-            lease::Decision::Renew { record } => {
-                let term = record.term;
-                store.current = Some(record);
-                wake_all(&store);
-                Outcome::Renewed { term }
-            }
-            lease::Decision::Follow { leader, expires_in } => Outcome::Following {
-                leader,
-                recheck_in: expires_in,
-            },
-            lease::Decision::Lost { leader } => Outcome::Lost { leader },
-            lease::Decision::Refuse { reason } => return Err(BackendError::Corrupt(reason)),
-        })
+        let slow = self.slow_read.lock().unwrap().take();
+        if let Some((by, _)) = &slow {
+            tokio::time::sleep(*by).await;
+        }
+        let out = self.attempt(req, observer);
+        if let Some((_, done)) = slow {
+            done.notify_one();
+        }
+        out
     }
 
     async fn release(&self, term: Term) -> Result<(), BackendError> {

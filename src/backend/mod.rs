@@ -55,7 +55,9 @@ pub struct AcquireRequest {
     /// Our retry period (how often a leader renews; backends with sessions keep them alive at
     /// this pace).
     pub retry_period: Duration,
-    /// Now, on the monotonic clock.
+    /// When the elector began this attempt, on the monotonic clock. Deadlines count from it;
+    /// a backend's lease rule must not (it observes the record when its read returns; see
+    /// [`crate::election::lease::Request::now`]).
     pub now: Instant,
     /// For a renewal: past this instant the write must not happen (renew deadline).
     pub deadline: Option<Instant>,

@@ -78,7 +78,10 @@ pub struct Request<'a> {
     pub hold_off: bool,
     /// Our lease duration (written into the record; used when a record carries none).
     pub lease_duration: Duration,
-    /// Now, on the monotonic clock.
+    /// When `current` was read, on the monotonic clock: taken after the read returned, never
+    /// before it was sent. The record may have changed at any moment while the read was in
+    /// flight, so only the later instant is safe to count expiry from; a request built before a
+    /// read that hung (a partition) would count the hang as time the holder was silent.
     pub now: Instant,
     /// Now, on our wall clock (only written, never compared).
     pub wall_now: Timestamp,

@@ -526,7 +526,8 @@ impl Inner {
             held: req.held,
             hold_off: req.hold_off,
             lease_duration: req.lease_duration,
-            now: req.now,
+            // Observed when the read returned, not when the attempt began.
+            now: tokio::time::Instant::now(),
             wall_now: Timestamp::now(),
         };
         let mut decision = lease::decide(&cur, observer, &r, liveness);

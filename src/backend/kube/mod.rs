@@ -764,7 +764,8 @@ impl Backend for KubeBackend {
             held: req.held,
             hold_off: req.hold_off,
             lease_duration: req.lease_duration,
-            now: req.now,
+            // Observed when the read returned, not when the attempt began.
+            now: Instant::now(),
             wall_now: Timestamp::now(),
         };
         let mut decision = lease::decide(&cur, observer, &r, Liveness::Unknown);
