@@ -21,6 +21,9 @@ struct Store {
     watchers: Vec<Arc<Notify>>,
 }
 
+/// A pending delay of the next read, and who to tell when it has been decided on.
+type SlowRead = (Duration, Arc<Notify>);
+
 /// A handle on a shared in-memory store.
 #[derive(Clone)]
 pub struct MemoryBackend {
@@ -30,7 +33,7 @@ pub struct MemoryBackend {
     unreachable: Arc<AtomicBool>,
     forbidden: Arc<AtomicBool>,
     notify: Arc<Notify>,
-    slow_read: Arc<Mutex<Option<(Duration, Arc<Notify>)>>>,
+    slow_read: Arc<Mutex<Option<SlowRead>>>,
 }
 
 impl MemoryBackend {
