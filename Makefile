@@ -25,7 +25,7 @@ test: ## every test (unit, real binary, real servers, real terminal); installs w
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	shellcheck scripts/*.sh examples/*.sh examples/kafka/*.sh tests/sidecar/*.sh
+	shellcheck -x scripts/*.sh scripts/lib/*.sh examples/*.sh examples/kafka/*.sh tests/sidecar/*.sh
 
 bench: build ## every benchmark: failover per backend beside flock(1)/etcdctl/client-go (100 cycles), cost, scale; plots
 	scripts/install-deps.sh --tests --bench

@@ -5,21 +5,7 @@
 #   scripts/build-clientgo.sh            # CROWN_CACHE_DIR overrides ~/.cache/crown
 set -euo pipefail
 
-SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/interop/client-go" && pwd)"
-CACHE_DIR="${CROWN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/crown}"
-OUT="$CACHE_DIR/bin/clientgo-elector"
-
-command -v go >/dev/null 2>&1 || { echo "build-clientgo: go not found" >&2; exit 1; }
-stamp="$(cd "$SRC" && cat go.mod go.sum ./*.go | sha256sum | cut -d' ' -f1) $(go env GOVERSION)"
-if [ -x "$OUT" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$stamp" ]; then
-  echo "$OUT"
-  exit 0
-fi
-
-mkdir -p "$CACHE_DIR/bin"
-echo "build-clientgo: building $OUT" >&2
-# Niced, one package at a time: leaves the other core to whatever else is building.
-(cd "$SRC" && nice -n 10 env CGO_ENABLED=0 go build -p 1 -trimpath -ldflags "-s -w" -o "$OUT.tmp" .) >&2
-mv -f "$OUT.tmp" "$OUT"
-echo "$stamp" >"$OUT.stamp"
-echo "$OUT"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib/build-go.sh
+. "$here/lib/build-go.sh"
+build_go_elector clientgo-elector "$here/../tests/interop/client-go"

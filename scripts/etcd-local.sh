@@ -25,22 +25,8 @@ usage() {
     exit 2
 }
 
-port_free() {
-    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# Two free loopback ports per member, from a random start.
-free_ports() {
-    local want=$1 p found=()
-    p=$(( 20000 + RANDOM % 30000 ))
-    while [ "${#found[@]}" -lt "$want" ]; do
-        if port_free "$p"; then
-            found+=("$p")
-        fi
-        p=$(( p + 1 ))
-    done
-    echo "${found[@]}"
-}
+# shellcheck source-path=SCRIPTDIR source=lib/ports.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/ports.sh"
 
 stop() {
     local f pid

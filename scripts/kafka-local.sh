@@ -34,23 +34,8 @@ usage() {
 
 install_hint="apt-get install -y --no-install-recommends default-jre-headless maven kcat (or: scripts/install-deps.sh --tests)"
 
-port_free() {
-    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# Below the kernel's ephemeral range (32768-60999 by default): a port that an outgoing
-# connection uses as its local port answers no connect() yet cannot be bound.
-free_ports() {
-    local want=$1 p found=()
-    p=$(( 20000 + RANDOM % 12000 ))
-    while [ "${#found[@]}" -lt "$want" ]; do
-        if port_free "$p"; then
-            found+=("$p")
-        fi
-        p=$(( p + 1 ))
-    done
-    echo "${found[@]}"
-}
+# shellcheck source-path=SCRIPTDIR source=lib/ports.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/ports.sh"
 
 fetch() {
     if [ -f "$cache/lib/.complete" ]; then

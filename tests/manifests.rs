@@ -308,12 +308,13 @@ fn deployment_args_parse_with_the_real_binary() {
 fn scripts_pass_shellcheck() {
     let scripts: Vec<String> = std::fs::read_dir(format!("{ROOT}/scripts"))
         .unwrap()
+        .chain(std::fs::read_dir(format!("{ROOT}/scripts/lib")).unwrap())
         .filter_map(|e| e.ok())
         .map(|e| e.path().to_string_lossy().into_owned())
         .filter(|p| p.ends_with(".sh"))
         .collect();
     assert!(scripts.len() >= 4);
-    let out = Command::new("shellcheck").args(&scripts).output().unwrap_or_else(|e| {
+    let out = Command::new("shellcheck").arg("-x").args(&scripts).output().unwrap_or_else(|e| {
         panic!("shellcheck not found ({e}): install it with `apt-get install -y shellcheck` (make setup)")
     });
     assert!(
