@@ -73,6 +73,7 @@ mod keys;
 mod lease;
 mod members;
 mod requests;
+mod seen;
 mod session;
 
 pub use keys::validate_prefix;
@@ -83,7 +84,7 @@ use crate::election::{Identity, LeaderInfo, Member, Term};
 use campaign::{CampaignHandle, Phase};
 use connection::Conn;
 use etcd_client::{GetOptions, SortOrder, SortTarget};
-use history::Seen;
+use seen::Seen;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,7 +150,7 @@ pub(crate) struct Inner {
     /// The term named by `…:resign`, as last read or watched.
     resign: watch::Sender<Option<u64>>,
     /// Our campaign won in this revision but must not act before this instant (see
-    /// `history::predecessor_hold`).
+    /// `seen::predecessor_hold`).
     hold: Mutex<Option<(i64, tokio::time::Instant)>>,
 }
 
@@ -222,11 +223,37 @@ impl EtcdBackend {
         let keys = Keys::new(&o.prefix, &o.election);
         let id = me.as_ref().map(|m| m.id.clone()).unwrap_or_default();
         let conn = Conn::connect(&o, id, &keys.name).await?;
+        Ok(Self::build(conn, keys, me, o.history_limit))
+    }
+
+    /// Takes part in the election `<prefix><election>` through a client you built yourself
+    /// (your TLS, credentials and connect options), once etcd answers a linearizable read
+    /// within `wait`; the history keeps [`HISTORY_LIMIT`] grants. `me` is `None` for an
+    /// observer. Build the client with `ConnectOptions::with_require_leader(true)` and
+    /// HTTP/2 keep-alive (as [`EtcdBackend::connect`] does), so that a member cut off from its
+    /// quorum answers at once instead of holding calls until they time out. Calls are not
+    /// moved between endpoints here: the client balances its own.
+    pub async fn with_client(
+        client: etcd_client::Client,
+        prefix: &str,
+        election: &str,
+        me: Option<Identity>,
+        wait: Duration,
+    ) -> Result<Self, BackendError> {
+        validate_election_name(election)?;
+        validate_prefix(prefix)?;
+        let keys = Keys::new(prefix, election);
+        let id = me.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        let conn = Conn::with_client(client, id, &keys.name, wait).await?;
+        Ok(Self::build(conn, keys, me, HISTORY_LIMIT))
+    }
+
+    fn build(conn: Conn, keys: Keys, me: Option<Identity>, history_limit: usize) -> Self {
         let inner = Inner {
             conn,
             keys,
             me,
-            history_limit: o.history_limit.max(1),
+            history_limit: history_limit.max(1),
             notify: Notify::new(),
             campaign: Mutex::new(None),
             timings: Mutex::new(None),
@@ -246,7 +273,7 @@ impl EtcdBackend {
         if b.inner.me.is_some() {
             b.start_watch();
         }
-        Ok(b)
+        b
     }
 
     /// The election key (`<prefix><election>`), as given to `etcdctl elect`.
