@@ -1354,7 +1354,7 @@ fn the_library_campaigns_through_a_client_it_built_itself() {
             .spawn(shutdown.clone())
     };
     let lead = rt
-        .block_on(tokio::time::timeout(T, handle.leadership()))
+        .block_on(async { tokio::time::timeout(T, handle.leadership()).await })
         .expect("no grant within 30 s")
         .expect("the elector stopped");
     let term = lead.term().0;
@@ -1375,7 +1375,7 @@ fn the_library_campaigns_through_a_client_it_built_itself() {
 
     // Shutting down releases: the token is cancelled, and b takes over in a later term.
     shutdown.cancel();
-    rt.block_on(tokio::time::timeout(T, lead.cancelled()))
+    rt.block_on(async { tokio::time::timeout(T, lead.cancelled()).await })
         .expect("the leadership token was not cancelled");
     let tb = b.wait_for("b takes over", T, became).term().unwrap();
     assert!(tb > term, "b's term {tb} is not above {term}");
