@@ -121,18 +121,8 @@ fn spawn(user: Option<&str>, id: &str, args: &[String]) -> Participant {
         }
         None => Command::new(&b),
     };
-    let child = cmd
-        .args(["run", "--log-format", "json", "--id", id])
-        .args(args)
-        .env_remove("POD_NAME")
-        .env_remove("CROWN_DIR")
-        .env("CROWN_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn crown");
-    Participant::from_child(id, child)
+    cmd.env_remove("CROWN_DIR");
+    Participant::spawn_via(cmd, id, args, "info")
 }
 
 fn dir_args(dir: &Path) -> Vec<String> {
