@@ -397,23 +397,30 @@ impl Run {
         }
     }
 
+    /// `--once`: reads the duty's success record, bounded by the renew deadline (`None`
+    /// without `--once`).
+    async fn read_duty(&self) -> Option<Result<Option<crate::once::DutyRecord>, Failure>> {
+        let d = self.duty.as_ref()?;
+        let within = self.cfg.renew_deadline();
+        Some(
+            d.check_within(self.backend.as_ref(), &self.args.backend.election, within)
+                .await,
+        )
+    }
+
+    /// `--once`: the duty is done (by anyone): exit 0 (releasing the lease if we hold it).
+    fn on_duty_found(&mut self, rec: &crate::once::DutyRecord) {
+        log_duty_done(&self.id, rec);
+        self.exit_with(exit::OK);
+    }
+
     /// `--once`: a follower looks whether the duty has been done meanwhile.
     async fn on_duty_tick(&mut self) {
-        let d = self.duty.as_ref().expect("guarded");
+        let read = self.read_duty().await.expect("guarded");
         let id = self.id.as_str();
-        match d
-            .check_within(
-                self.backend.as_ref(),
-                &self.args.backend.election,
-                self.cfg.renew_deadline(),
-            )
-            .await
-        {
+        match read {
             Ok(None) => {}
-            Ok(Some(rec)) => {
-                log_duty_done(id, &rec);
-                self.exit_with(exit::OK);
-            }
+            Ok(Some(rec)) => self.on_duty_found(&rec),
             Err(f) if f.code == exit::BACKEND_UNAVAILABLE => {
                 tracing::debug!("[{id}] cannot read the duty record: {f}");
             }
@@ -549,41 +556,31 @@ impl Run {
     /// Granted `term`: start the child, unless `--wait` gave up or (`--once`) a predecessor
     /// finished the duty between our grant and now.
     async fn on_started_leading(&mut self, term: Term) {
-        let done = match &self.duty {
-            Some(d) if !self.wait.gave_up => {
-                let id = self.id.as_str();
-                match d
-                    .check_within(
-                        self.backend.as_ref(),
-                        &self.args.backend.election,
-                        self.cfg.renew_deadline(),
-                    )
-                    .await
-                {
-                    Ok(None) => false,
-                    Ok(Some(rec)) => {
-                        log_duty_done(id, &rec);
-                        self.exit_with(exit::OK);
-                        true
-                    }
-                    Err(f) if f.code == exit::BACKEND_UNAVAILABLE => {
-                        tracing::warn!(
-                            event = "duty_unknown",
-                            id,
-                            term = term.0,
-                            "[{id}] cannot read the duty record ({f}): resigning instead of running CMD"
-                        );
-                        self.handle.resign().await;
-                        true
-                    }
-                    Err(f) => {
-                        self.outcome.duty_failure = Some(f);
-                        self.shutdown.cancel();
-                        true
-                    }
+        let done = match self.wait.gave_up {
+            true => false,
+            false => match self.read_duty().await {
+                None | Some(Ok(None)) => false,
+                Some(Ok(Some(rec))) => {
+                    self.on_duty_found(&rec);
+                    true
                 }
-            }
-            _ => false,
+                Some(Err(f)) if f.code == exit::BACKEND_UNAVAILABLE => {
+                    let id = self.id.as_str();
+                    tracing::warn!(
+                        event = "duty_unknown",
+                        id,
+                        term = term.0,
+                        "[{id}] cannot read the duty record ({f}): resigning instead of running CMD"
+                    );
+                    self.handle.resign().await;
+                    true
+                }
+                Some(Err(f)) => {
+                    self.outcome.duty_failure = Some(f);
+                    self.shutdown.cancel();
+                    true
+                }
+            },
         };
         if let Some(s) = self
             .supervisor
