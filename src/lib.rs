@@ -19,6 +19,7 @@
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let me = Identity::new("worker-1");
 //!     // Or: crown::backend::kube::KubeBackend::with_client(client, namespace, lease, …)
+//!     //     crown::backend::etcd::EtcdBackend::with_client(client, prefix, election, …)
 //!     //     crown::backend::etcd::EtcdBackend::connect(options, Some(me))
 //!     let backend = FileBackend::open("/run/crown".as_ref(), "reports", me.clone())?;
 //!     let shutdown = CancellationToken::new(); // cancel it to release the lease and stop
@@ -44,6 +45,14 @@
 //! and never holds the elector back (a slow reader gets [`Event::Lagged`]);
 //! [`ElectorHandle::status`] is the current role. Runnable examples: `examples/file_leader.rs`,
 //! `examples/kube_leader.rs`.
+//!
+//! Backend constructors, from plain data or from a client you already have (your TLS,
+//! credentials, layers):
+//! - file: [`FileBackend::open`](backend::file::FileBackend::open)`(dir, election, me)`;
+//! - etcd: [`EtcdBackend::connect`](backend::etcd::EtcdBackend::connect)`(options, me)` or
+//!   [`EtcdBackend::with_client`](backend::etcd::EtcdBackend::with_client)`(etcd_client::Client, prefix, election, me, wait)`;
+//! - Kubernetes: [`KubeBackend::connect`](backend::kube::KubeBackend::connect)`(namespace, lease, election, me, wait)`
+//!   or [`KubeBackend::with_client`](backend::kube::KubeBackend::with_client)`(kube::Client, namespace, lease, election, me, wait)`.
 //!
 //! Modules:
 //! - [`election`]: the core (timings, terms, the lease rule, the elector);

@@ -1310,3 +1310,75 @@ fn revoking_the_leaders_session_is_a_remote_crash_that_stays_safe() {
     assert!(up.at.duration_since(t0) < Duration::from_secs(10));
     assert_one_leader_at_a_time(&[&a, &b], &[None, None]);
 }
+
+/// A service that already has an etcd client (its own TLS, auth, options) campaigns through
+/// it with `EtcdBackend::with_client`; a `crown run` participant (which connects by itself)
+/// follows it as the leader of the same election, and takes over once it shuts down.
+#[test]
+fn the_library_campaigns_through_a_client_it_built_itself() {
+    use crown::backend::etcd::EtcdBackend;
+    use crown::{Config, Elector, Identity};
+    use std::sync::Arc;
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let endpoints: Vec<String> = eps.split(',').map(String::from).collect();
+    let client = rt
+        .block_on(etcd_client::Client::connect(
+            endpoints,
+            Some(etcd_client::ConnectOptions::new().with_require_leader(true)),
+        ))
+        .unwrap();
+    let me = Identity::new("lib");
+    let backend = rt
+        .block_on(EtcdBackend::with_client(
+            client,
+            "",
+            "crown",
+            Some(me.clone()),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(backend.election_key(), "crown");
+    let cfg = Config::new(
+        Duration::from_secs(2),
+        Duration::from_millis(1500),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (handle, _events) = {
+        let _guard = rt.enter();
+        Elector::new(Arc::new(backend), cfg, me)
+            .unwrap()
+            .spawn(shutdown.clone())
+    };
+    let lead = rt
+        .block_on(async { tokio::time::timeout(T, handle.leadership()).await })
+        .expect("no grant within 30 s")
+        .expect("the elector stopped");
+    let term = lead.term().0;
+    assert!(!lead.token().is_cancelled());
+
+    // Another participant, connected by itself, follows the library's leader.
+    let mut b = spawn(&eps, "b");
+    b.wait_for("b follows lib", T, |l| {
+        l.event() == "follower" && l.term() == Some(term) && l.message().contains("leader lib")
+    });
+    let s = json_of("status", &eps);
+    assert_eq!(s["leader"]["id"], "lib", "{s}");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(term), "{s}");
+    assert!(
+        !b.lines().iter().any(became),
+        "b led while the library held the election"
+    );
+
+    // Shutting down releases: the token is cancelled, and b takes over in a later term.
+    shutdown.cancel();
+    rt.block_on(async { tokio::time::timeout(T, lead.cancelled()).await })
+        .expect("the leadership token was not cancelled");
+    let tb = b.wait_for("b takes over", T, became).term().unwrap();
+    assert!(tb > term, "b's term {tb} is not above {term}");
+    b.signal(Signal::SIGTERM);
+    assert_eq!(b.wait_exit(T), Some(0));
+}

@@ -12,6 +12,7 @@ mod common;
 #[path = "common/kubelet.rs"]
 mod kubelet;
 
+use common::running;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -191,17 +192,6 @@ fn member_pids(dir: &Path) -> Vec<(String, u32)> {
         }
     }
     v
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
 }
 
 fn log_of(dir: &Path, id: &str) -> String {
@@ -415,21 +405,7 @@ fn dashboard_quits_while_a_backend_read_is_stuck() {
 
 /// The holder and term of the walkthrough's Lease, by kubectl.
 fn kube_lease(env: &common::kube::KubeEnv) -> Option<(String, u64)> {
-    let out = env.kubectl_try(
-        &[
-            "-n",
-            "crown",
-            "get",
-            "lease",
-            "crown",
-            "-o",
-            "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
-        ],
-        None,
-    );
-    let s = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (h, t) = s.trim().split_once(' ')?;
-    (!h.is_empty()).then(|| (h.to_string(), t.parse().unwrap_or(0)))
+    env.lease_holder("crown", "crown")
 }
 
 /// Issue 13 item 4: the dashboard at 80×24 on a running control plane (apiserver,

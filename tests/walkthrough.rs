@@ -25,21 +25,7 @@ const LEASE: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 
 fn lease(env: &KubeEnv) -> Option<(String, u64)> {
-    let out = env.kubectl_try(
-        &[
-            "-n",
-            "crown",
-            "get",
-            "lease",
-            "crown",
-            "-o",
-            "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
-        ],
-        None,
-    );
-    let s = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (h, t) = s.trim().split_once(' ')?;
-    (!h.is_empty()).then(|| (h.to_string(), t.parse().unwrap_or(0)))
+    env.lease_holder("crown", "crown")
 }
 
 fn pod_ip(env: &KubeEnv, pod: &str) -> String {

@@ -1,12 +1,14 @@
 //! Sidecar mode (`crown run … -- CMD`, `--http`, `--notify-url`): a child process that runs
 //! only while we lead ([`child`]), an HTTP endpoint for the leader, health and metrics
-//! ([`http`]), and a webhook on every role change ([`notify`]).
+//! ([`http`]), and a webhook on every role change ([`notify`]); the policies `crown run`
+//! applies to them (`--on-child-exit`, `--on-loss`, the `--once` linger: [`policy`]).
 
 pub mod child;
 pub mod fds;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod policy;
 
 use crate::cli::SidecarArgs;
 use crate::election::Config;

@@ -77,6 +77,26 @@ impl KubeEnv {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The holder and `leaseTransitions` of Lease `namespace/lease`, by kubectl; `None`
+    /// while it is missing or held by nobody.
+    pub fn lease_holder(&self, namespace: &str, lease: &str) -> Option<(String, u64)> {
+        let out = self.kubectl_try(
+            &[
+                "-n",
+                namespace,
+                "get",
+                "lease",
+                lease,
+                "-o",
+                "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
+            ],
+            None,
+        );
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (h, t) = s.trim().split_once(' ')?;
+        (!h.is_empty()).then(|| (h.to_string(), t.parse().unwrap_or(0)))
+    }
+
     pub fn kubectl_try(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
         let kubectl = self

@@ -68,12 +68,20 @@ impl Participant {
 
     /// `crown run --log-format json --id ID ARGS…` with extra environment variables.
     pub fn spawn_with(id: &str, args: &[String], envs: &[(String, String)]) -> Participant {
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        cmd.envs(envs.iter().map(|(k, v)| (k, v)));
+        Participant::spawn_via(cmd, id, args, "info,crown=debug")
+    }
+
+    /// `crown run --log-format json --id ID ARGS…` started by `cmd`: the binary itself, or a
+    /// wrapper that execs it (`setpriv`, `sh -c 'ulimit …; exec "$0" "$@"' crown`), so the
+    /// pid is crown's. `$CROWN_LOG` is `log`; `$POD_NAME` is unset.
+    pub fn spawn_via(mut cmd: Command, id: &str, args: &[String], log: &str) -> Participant {
+        let child = cmd
             .args(["run", "--log-format", "json", "--id", id])
             .args(args)
-            .envs(envs.iter().map(|(k, v)| (k, v)))
             .env_remove("POD_NAME")
-            .env("CROWN_LOG", "info,crown=debug")
+            .env("CROWN_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -234,5 +242,17 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone: on these machines PID 1 may not
+/// reap an orphan at once, and `kill -0` succeeds on a zombie).
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => false,
     }
 }

@@ -43,17 +43,12 @@ fn sh(script: &str) {
     );
 }
 
-/// Runs `crown ARGS` (as root, or as `user`) with a bound: None if it had to be killed.
-fn crown_bounded(
-    user: Option<&str>,
-    args: &[&str],
-    envs: &[(&str, &str)],
-    bound: Duration,
-) -> (Option<i32>, String, String) {
+/// A command that runs the crown binary as root, or as `user` (setpriv execs it: runuser
+/// would stay the parent, and a kill would miss crown).
+fn crown_as(user: Option<&str>) -> Command {
     let b = bin();
-    let mut cmd = match user {
+    match user {
         Some(u) => {
-            // setpriv execs (runuser would stay the parent, and kill would miss crown).
             let mut c = Command::new("setpriv");
             c.args([
                 &format!("--reuid={u}"),
@@ -65,7 +60,17 @@ fn crown_bounded(
             c
         }
         None => Command::new(&b),
-    };
+    }
+}
+
+/// Runs `crown ARGS` (as root, or as `user`) with a bound: None if it had to be killed.
+fn crown_bounded(
+    user: Option<&str>,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    bound: Duration,
+) -> (Option<i32>, String, String) {
+    let mut cmd = crown_as(user);
     let mut child = cmd
         .args(args)
         .envs(envs.iter().copied())
@@ -105,34 +110,9 @@ fn crown_bounded(
 
 /// `crown run --log-format json --id ID ARGS…`, as root or as `user` (runuser).
 fn spawn(user: Option<&str>, id: &str, args: &[String]) -> Participant {
-    let b = bin();
-    let mut cmd = match user {
-        Some(u) => {
-            // setpriv execs (runuser would stay the parent, and kill would miss crown).
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={u}"),
-                &format!("--regid={u}"),
-                "--init-groups",
-                "--",
-                &b,
-            ]);
-            c
-        }
-        None => Command::new(&b),
-    };
-    let child = cmd
-        .args(["run", "--log-format", "json", "--id", id])
-        .args(args)
-        .env_remove("POD_NAME")
-        .env_remove("CROWN_DIR")
-        .env("CROWN_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn crown");
-    Participant::from_child(id, child)
+    let mut cmd = crown_as(user);
+    cmd.env_remove("CROWN_DIR");
+    Participant::spawn_via(cmd, id, args, "info")
 }
 
 fn dir_args(dir: &Path) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! dashboard log is private and never written through a symlink), 13 (one-shot commands and
 //! the dashboard never hang on a stuck read).
 
-use crate::common::{BIN, tempdir};
+use crate::common::{BIN, running, tempdir};
 use crate::second_user::{ProtectedSymlinks, intruder_sh, intruder_uid, sysctl_lock};
 use crown::backend::file::FileBackend;
 use crown::tui::app::{App, read_snapshot};
@@ -23,17 +23,6 @@ const EVIL: &str =
 
 fn hostname() -> String {
     crown::participant::hostname()
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
 }
 
 fn start_time(pid: u32) -> u64 {

@@ -21,20 +21,11 @@ fn s(v: &[&str]) -> Vec<String> {
 /// `crown run --log-format json --id ID ARGS…` under `ulimit -n NOFILE` (soft and hard), as
 /// a [`Participant`] (its pid is crown's: the shell execs it).
 fn spawn_limited(nofile: u32, id: &str, args: &[String]) -> Participant {
-    let child = Command::new("sh")
-        .arg("-c")
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-        .arg(BIN)
-        .args(["run", "--log-format", "json", "--id", id])
-        .args(args)
-        .env_remove("POD_NAME")
-        .env("CROWN_LOG", "info,crown=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sh");
-    Participant::from_child(id, child)
+        .arg(BIN);
+    Participant::spawn_via(sh, id, args, "info,crown=debug")
 }
 
 fn free_port() -> u16 {

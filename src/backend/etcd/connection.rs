@@ -240,14 +240,53 @@ impl Conn {
             }
             sleep(Duration::from_millis(200)).await;
         }
-        let conn = Conn {
+        Conn::new(clients, shown, id)
+            .ready(probe_key, deadline, o.wait)
+            .await
+    }
+
+    /// A connection over a client the caller built (its own TLS, auth and options), ready
+    /// once etcd answers a linearizable read within `wait`. The client balances its own
+    /// endpoints: calls are not moved to another one here.
+    pub(crate) async fn with_client(
+        client: Client,
+        id: String,
+        probe_key: &str,
+        wait: Duration,
+    ) -> Result<Conn, BackendError> {
+        let deadline = Instant::now() + wait;
+        Conn::new(vec![client], "the client's endpoints".into(), id)
+            .ready(probe_key, deadline, wait)
+            .await
+    }
+
+    fn new(clients: Vec<Client>, endpoints: String, id: String) -> Conn {
+        Conn {
             clients,
             current: AtomicUsize::new(0),
-            endpoints: shown.clone(),
+            endpoints,
             id,
             health: Mutex::new(Health::default()),
+        }
+    }
+
+    /// Waits until etcd answers a linearizable read of `probe_key` (needs a quorum; "no
+    /// leader" fails fast), up to `deadline` (`wait` from the start, for the message).
+    async fn ready(
+        self,
+        probe_key: &str,
+        deadline: Instant,
+        wait: Duration,
+    ) -> Result<Conn, BackendError> {
+        let conn = self;
+        let unreachable = |last: String| {
+            BackendError::Unavailable(format!(
+                "cannot reach etcd at {} within {}: {last}",
+                conn.endpoints,
+                humantime::format_duration(wait)
+            ))
         };
-        // Probe with a linearizable read (needs a quorum; "no leader" fails fast).
+        let mut last;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let probe = call!(conn, "read", left.min(Duration::from_secs(2)), |c| c

@@ -70,20 +70,22 @@ mod connection;
 mod duty;
 mod history;
 mod keys;
+mod leader;
 mod lease;
 mod members;
 mod requests;
+mod seen;
 mod session;
 
 pub use keys::validate_prefix;
 pub(crate) use keys::{Keys, escape};
 
 use super::{AcquireRequest, BackendError, validate_election_name};
-use crate::election::{Identity, LeaderInfo, Member, Term};
+use crate::election::{Identity, Member};
 use campaign::{CampaignHandle, Phase};
 use connection::Conn;
-use etcd_client::{GetOptions, SortOrder, SortTarget};
-use history::Seen;
+use leader::{Holder, LeaderKv};
+use seen::Seen;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,7 +151,7 @@ pub(crate) struct Inner {
     /// The term named by `…:resign`, as last read or watched.
     resign: watch::Sender<Option<u64>>,
     /// Our campaign won in this revision but must not act before this instant (see
-    /// `history::predecessor_hold`).
+    /// `seen::predecessor_hold`).
     hold: Mutex<Option<(i64, tokio::time::Instant)>>,
 }
 
@@ -166,52 +168,6 @@ pub(crate) struct Timings {
     retry: Duration,
 }
 
-/// A candidate key as read from etcd.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LeaderKv {
-    key: String,
-    /// The value, raw (bytes as lossy UTF-8, not escaped).
-    value: String,
-    rev: i64,
-    lease: i64,
-    mod_rev: i64,
-}
-
-impl LeaderKv {
-    fn from_kv(kv: &etcd_client::KeyValue) -> LeaderKv {
-        LeaderKv {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            value: String::from_utf8_lossy(kv.value()).into_owned(),
-            rev: kv.create_revision(),
-            lease: kv.lease(),
-            mod_rev: kv.mod_revision(),
-        }
-    }
-
-    fn term(&self) -> Term {
-        Term(self.rev.max(0) as u64)
-    }
-
-    /// How a key crown cannot verify is described (in place of a host).
-    fn foreign(&self) -> String {
-        format!(
-            "foreign (key {}, lease {:x}, created at revision {})",
-            escape(&self.key),
-            self.lease,
-            self.rev
-        )
-    }
-}
-
-/// Who holds a candidate key, as far as crown can tell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Holder {
-    /// A crown participant: the value is its id and its heartbeat names this key's lease.
-    Crown(Member),
-    /// Anything else (etcdctl, Go, another library, a raw key, a crown key not yet verified).
-    Foreign,
-}
-
 impl EtcdBackend {
     /// Connects and waits (up to `o.wait`) until etcd answers a linearizable read, so an
     /// unreachable cluster gives one clear error instead of a silent hang. `me` is `None` for
@@ -222,11 +178,37 @@ impl EtcdBackend {
         let keys = Keys::new(&o.prefix, &o.election);
         let id = me.as_ref().map(|m| m.id.clone()).unwrap_or_default();
         let conn = Conn::connect(&o, id, &keys.name).await?;
+        Ok(Self::build(conn, keys, me, o.history_limit))
+    }
+
+    /// Takes part in the election `<prefix><election>` through a client you built yourself
+    /// (your TLS, credentials and connect options), once etcd answers a linearizable read
+    /// within `wait`; the history keeps [`HISTORY_LIMIT`] grants. `me` is `None` for an
+    /// observer. Build the client with `ConnectOptions::with_require_leader(true)` and
+    /// HTTP/2 keep-alive (as [`EtcdBackend::connect`] does), so that a member cut off from its
+    /// quorum answers at once instead of holding calls until they time out. Calls are not
+    /// moved between endpoints here: the client balances its own.
+    pub async fn with_client(
+        client: etcd_client::Client,
+        prefix: &str,
+        election: &str,
+        me: Option<Identity>,
+        wait: Duration,
+    ) -> Result<Self, BackendError> {
+        validate_election_name(election)?;
+        validate_prefix(prefix)?;
+        let keys = Keys::new(prefix, election);
+        let id = me.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        let conn = Conn::with_client(client, id, &keys.name, wait).await?;
+        Ok(Self::build(conn, keys, me, HISTORY_LIMIT))
+    }
+
+    fn build(conn: Conn, keys: Keys, me: Option<Identity>, history_limit: usize) -> Self {
         let inner = Inner {
             conn,
             keys,
             me,
-            history_limit: o.history_limit.max(1),
+            history_limit: history_limit.max(1),
             notify: Notify::new(),
             campaign: Mutex::new(None),
             timings: Mutex::new(None),
@@ -246,7 +228,7 @@ impl EtcdBackend {
         if b.inner.me.is_some() {
             b.start_watch();
         }
-        Ok(b)
+        b
     }
 
     /// The election key (`<prefix><election>`), as given to `etcdctl elect`.
@@ -293,69 +275,6 @@ impl EtcdBackend {
 impl Inner {
     fn id(&self) -> &str {
         self.me.as_ref().map(|m| m.id.as_str()).unwrap_or("")
-    }
-
-    /// The candidate key with the lowest create revision: the leader.
-    /// Also says whether it is another key than the last one read.
-    async fn read_leader(
-        self: &Arc<Self>,
-        limit: Duration,
-    ) -> Result<(Option<LeaderKv>, bool), BackendError> {
-        let got = call!(self, "read", limit, |c| c.get(
-            self.keys.candidates.clone(),
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_limit(1),
-            ),
-        ))?;
-        let l = got.kvs().first().map(LeaderKv::from_kv);
-        let new = self.observe_leader(l.as_ref());
-        Ok((l, new))
-    }
-
-    /// Who holds `l`: crown only if its value is a crown id whose heartbeat names `l`'s lease.
-    async fn holder(&self, l: &LeaderKv, limit: Duration) -> Holder {
-        if validate_election_name(&l.value).is_err() {
-            return Holder::Foreign;
-        }
-        match self.member_record(&l.value, limit).await {
-            Some((m, Some(session))) if session == l.lease => Holder::Crown(m),
-            _ => Holder::Foreign,
-        }
-    }
-
-    async fn leader_info(&self, l: &LeaderKv, limit: Duration) -> LeaderInfo {
-        let since = self.grant_of(l.term()).await.map(|g| g.acquired_at);
-        let holder = self.holder(l, limit).await;
-        {
-            let mut s = self.seen.lock().unwrap();
-            match &holder {
-                Holder::Crown(_) => s.crown_lease = Some(l.lease),
-                Holder::Foreign => {
-                    if s.foreign_lease.is_none_or(|(lease, _)| lease != l.lease) {
-                        s.foreign_lease = Some((l.lease, tokio::time::Instant::now()));
-                    }
-                }
-            }
-        }
-        match holder {
-            Holder::Crown(m) => LeaderInfo {
-                id: m.id,
-                term: l.term(),
-                pid: Some(m.pid),
-                host: Some(m.host),
-                since,
-            },
-            Holder::Foreign => LeaderInfo {
-                id: escape(&l.value),
-                term: l.term(),
-                pid: None,
-                host: Some(l.foreign()),
-                since,
-            },
-        }
     }
 
     fn revoke_in_background(self: &Arc<Self>, lease: i64) {

@@ -5,7 +5,7 @@
 //! is ignored by everyone. Its value is untrusted: anything but a decimal term of at most 20
 //! digits is ignored.
 
-use super::{EtcdBackend, Holder, Inner, OP_TIMEOUT, RETRY_PAUSE_REQUESTS};
+use super::{EtcdBackend, Holder, Inner, LeaderKv, OP_TIMEOUT, RETRY_PAUSE_REQUESTS, escape};
 use crate::backend::BackendError;
 use crate::election::Term;
 use etcd_client::{Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
@@ -20,6 +20,38 @@ pub(super) fn parse_request(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+impl Inner {
+    /// The leader key, read now, if it is `term`'s (and, with `holder`, held by that id): what
+    /// acting on a remote leader starts with. Otherwise `Invalid`, saying who leads instead;
+    /// `what` is the action, for the message when nobody leads ("nobody to {what}").
+    async fn leader_in(
+        self: &Arc<Self>,
+        term: Term,
+        holder: Option<&str>,
+        what: &str,
+    ) -> Result<LeaderKv, BackendError> {
+        let (leader, _) = self.read_leader(OP_TIMEOUT).await?;
+        let Some(l) = leader else {
+            return Err(BackendError::Invalid(format!(
+                "nobody leads {}: nobody to {what}",
+                escape(&self.keys.name)
+            )));
+        };
+        let current = escape(&l.value);
+        match holder {
+            _ if l.term() == term && holder.is_none_or(|h| h == current) => Ok(l),
+            None => Err(BackendError::Invalid(format!(
+                "term {term} is over: {current} holds term {} now",
+                l.term()
+            ))),
+            Some(h) => Err(BackendError::Invalid(format!(
+                "{h} in term {term} no longer leads: {current} holds term {}",
+                l.term()
+            ))),
+        }
+    }
+}
+
 impl EtcdBackend {
     /// Asks the holder of `term` to resign: writes `…:resign` = `term` in a transaction that
     /// succeeds only while the leader key of `term` still exists. Refuses (`Invalid`, with the
@@ -27,20 +59,7 @@ impl EtcdBackend {
     /// (`etcdctl elect`, a Go client: it would never read the request).
     pub async fn request_resign(&self, term: Term) -> Result<(), BackendError> {
         let inner = &self.inner;
-        let (leader, _) = inner.read_leader(OP_TIMEOUT).await?;
-        let Some(l) = leader else {
-            return Err(BackendError::Invalid(format!(
-                "nobody leads {}: nobody to ask to resign",
-                super::escape(&inner.keys.name)
-            )));
-        };
-        if l.term() != term {
-            return Err(BackendError::Invalid(format!(
-                "term {term} is over: {} holds term {} now",
-                super::escape(&l.value),
-                l.term()
-            )));
-        }
+        let l = inner.leader_in(term, None, "ask to resign").await?;
         if let Holder::Foreign = inner.holder(&l, OP_TIMEOUT).await {
             return Err(BackendError::Invalid(format!(
                 "the leader of term {term} is not a crown participant ({}): it would not see the request",
@@ -76,20 +95,7 @@ impl EtcdBackend {
     /// that leader still holds `term`. Returns the lease id (hex).
     pub async fn revoke_leader(&self, holder: &str, term: Term) -> Result<String, BackendError> {
         let inner = &self.inner;
-        let (leader, _) = inner.read_leader(OP_TIMEOUT).await?;
-        let Some(l) = leader else {
-            return Err(BackendError::Invalid(format!(
-                "nobody leads {}",
-                super::escape(&inner.keys.name)
-            )));
-        };
-        if l.term() != term || super::escape(&l.value) != holder {
-            return Err(BackendError::Invalid(format!(
-                "{holder} in term {term} no longer leads: {} holds term {}",
-                super::escape(&l.value),
-                l.term()
-            )));
-        }
+        let l = inner.leader_in(term, Some(holder), "revoke").await?;
         let lease = l.lease;
         call!(inner, "lease revoke", OP_TIMEOUT, |c| c.lease_revoke(lease))?;
         Ok(format!("{lease:x}"))

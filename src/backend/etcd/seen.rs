@@ -1,0 +1,228 @@
+//! What this participant observed of the leader keys ([`Seen`]): which key leads and since
+//! when, when the last leader's key went and how its term ended (`released`, `revoked` or
+//! `expired`, see `history.rs`), its lease's TTL as last read, and whether the leader before
+//! our own grant may still be acting ([`Inner::predecessor_hold`]).
+
+use super::{Inner, LeaderKv, OP_TIMEOUT};
+use crate::election::EndKind;
+use jiff::Timestamp;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What this participant observed of the leader keys.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// The leader key last read.
+    leader: Option<LeaderKv>,
+    /// When it became leader, if we saw that happen (its predecessor's deletion, or no
+    /// leader before it).
+    pub(super) leader_since: Option<Timestamp>,
+    /// Whether the last read found no leader.
+    none_since: Option<Timestamp>,
+    /// The last TTL read of the leader's lease: (lease, when, seconds left).
+    ttl: Option<(i64, Instant, i64)>,
+    /// The TTL granted to that lease when it was last read: (lease, seconds).
+    granted: Option<(i64, i64)>,
+    /// The last leader key we saw deleted, when, and how it ended (once classified).
+    pub(super) ended: Option<(LeaderKv, Timestamp, Option<EndKind>)>,
+    /// When (on the monotonic clock) that deletion was seen: (key, instant).
+    ended_at: Option<(String, Instant)>,
+    /// The session lease of the last leader verified as a crown participant (its heartbeat
+    /// names the lease).
+    pub(super) crown_lease: Option<i64>,
+    /// The session lease of the last leader found not to be crown's, and since when (a crown
+    /// leader's heartbeat can name its new session a moment after its key appears).
+    pub(super) foreign_lease: Option<(i64, Instant)>,
+}
+
+impl Inner {
+    /// Notes the leader read now; returns whether it is a new one.
+    pub(super) fn observe_leader(self: &Arc<Self>, l: Option<&LeaderKv>) -> bool {
+        let mut s = self.seen.lock().unwrap();
+        let Some(l) = l else {
+            if s.none_since.is_none() {
+                s.none_since = Some(Timestamp::now());
+            }
+            return false;
+        };
+        if s.leader.as_ref().map(|x| &x.key) == Some(&l.key) {
+            s.none_since = None;
+            return false;
+        }
+        let live = match (&s.ended, s.none_since, &s.leader) {
+            // Its predecessor's deletion made it leader.
+            (Some((prev, at, _)), _, None) if prev.rev < l.rev => Some(*at),
+            // It appeared after we had seen no leader: now is as close as we can tell.
+            (_, Some(_), _) => Some(Timestamp::now()),
+            // It replaced the leader we knew, whose deletion our watch has not reported yet:
+            // that one ended now, as far as we can tell.
+            (_, _, Some(prev)) if prev.rev < l.rev => {
+                let prev = prev.clone();
+                let now = Timestamp::now();
+                s.ended = Some((prev.clone(), now, None));
+                s.ended_at = Some((prev.key.clone(), Instant::now()));
+                self.classify_in_background(prev);
+                Some(now)
+            }
+            _ => None,
+        };
+        s.leader = Some(l.clone());
+        s.leader_since = live;
+        s.none_since = None;
+        true
+    }
+
+    /// A key under the candidate prefix was deleted: if it was the leader's, note when, and
+    /// find out how its term ended.
+    pub(super) fn observe_delete(self: &Arc<Self>, key: &[u8], _rev: i64) {
+        let prev = {
+            let mut s = self.seen.lock().unwrap();
+            match &s.leader {
+                Some(l) if l.key.as_bytes() == key => {
+                    let l = l.clone();
+                    s.ended = Some((l.clone(), Timestamp::now(), None));
+                    s.ended_at = Some((l.key.clone(), Instant::now()));
+                    s.leader = None;
+                    s.none_since = Some(Timestamp::now());
+                    l
+                }
+                _ => return,
+            }
+        };
+        self.classify_in_background(prev);
+    }
+
+    fn classify_in_background(self: &Arc<Self>, prev: LeaderKv) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let end = inner.classify_end(&prev).await;
+            let mut s = inner.seen.lock().unwrap();
+            if let Some((l, _, e)) = &mut s.ended
+                && l.key == prev.key
+            {
+                *e = Some(end);
+            }
+        });
+    }
+
+    async fn classify_end(&self, prev: &LeaderKv) -> EndKind {
+        // The lease first: a resigning client revokes its session right after the delete.
+        let ttl = call!(self, "lease ttl", OP_TIMEOUT, |c| c
+            .lease_time_to_live(prev.lease, None))
+        .map(|r| r.ttl())
+        .unwrap_or(-1);
+        if ttl > 0 || self.released().await.is_some_and(|r| r.term == prev.term()) {
+            return EndKind::Released;
+        }
+        // Revoked: by the last TTL read (`when + left` never exceeds the real expiry: etcd
+        // rounds the seconds left down), the lease had time left when its key went.
+        let s = self.seen.lock().unwrap();
+        let deleted = match &s.ended_at {
+            Some((key, at)) if *key == prev.key => *at,
+            _ => Instant::now(),
+        };
+        match s.ttl {
+            Some((lease, when, left))
+                if lease == prev.lease
+                    && when + Duration::from_secs(left.max(0) as u64) > deleted =>
+            {
+                EndKind::Revoked
+            }
+            _ => EndKind::Expired,
+        }
+    }
+
+    /// After our campaign won in `our_rev`: until when we must not act yet. The leader before
+    /// us may still be acting if it was a crown participant whose session lease ended before
+    /// it could run out (revoked by an operator, or the dashboard's `k`) while it could not
+    /// notice (cut off from etcd, paused): it stops by its renew deadline, counted from its
+    /// last keep-alive, which was sent before the deletion we saw and is shorter than its
+    /// lease's TTL. So we wait until the deletion + that TTL (the granted TTL last read; our
+    /// own lease duration if we never read it). A released term (crown's resign record, or the
+    /// key deleted while its lease lived on), a lease that ran out by the TTL we last read,
+    /// and a leader verified foreign (it runs no crown child; Go's `Election` does not wait
+    /// either) cost nothing; a leader not verified either way counts as crown.
+    pub(super) async fn predecessor_hold(
+        &self,
+        our_rev: i64,
+        own_ttl: Duration,
+        retry: Duration,
+    ) -> Option<Instant> {
+        let (prev, seen_at, expiry, granted) = {
+            let s = self.seen.lock().unwrap();
+            // The leader before us: the one we last read, if our watch of the prefix has not
+            // reported its deletion yet (our campaign's own watch can be first), else the one
+            // it reported deleted.
+            let (prev, at) = match (&s.leader, &s.ended, &s.ended_at) {
+                (Some(l), _, _) if l.rev < our_rev => (l, Instant::now()),
+                (_, Some((l, _, _)), Some((key, at))) if l.rev < our_rev && *key == l.key => {
+                    (l, *at)
+                }
+                _ => return None,
+            };
+            // Foreign: found so for two retry periods (by then a crown leader's heartbeat names
+            // its session). Unverified counts as crown.
+            let foreign = s.crown_lease != Some(prev.lease)
+                && s.foreign_lease
+                    .is_some_and(|(l, since)| l == prev.lease && since.elapsed() >= 2 * retry);
+            if foreign {
+                return None;
+            }
+            let granted = s
+                .granted
+                .filter(|(lease, g)| *lease == prev.lease && *g > 0)
+                .map(|(_, g)| Duration::from_secs(g as u64));
+            // The expiry the last TTL read predicts: it holds unless the holder kept the lease
+            // alive after that read, which could not have run out before read + TTL.
+            let expiry = match s.ttl {
+                Some((lease, when, left))
+                    if lease == prev.lease
+                        && at.saturating_duration_since(when) < granted.unwrap_or(own_ttl) =>
+                {
+                    Some(when + Duration::from_secs(left.max(0) as u64))
+                }
+                _ => None,
+            };
+            (prev.clone(), at, expiry, granted)
+        };
+        // It ran out as the TTL we read said it would: an expiry (a crash, or cut off).
+        if expiry.is_some_and(|e| e <= seen_at) {
+            return None;
+        }
+        // Both reads at once: a graceful handoff pays one round trip, not two.
+        let (released, ttl) = tokio::join!(self.released(), async {
+            call!(self, "lease ttl", OP_TIMEOUT, |c| c
+                .lease_time_to_live(prev.lease, None))
+        });
+        if released.is_some_and(|r| r.term == prev.term()) {
+            return None;
+        }
+        if ttl.is_ok_and(|r| r.ttl() > 0) {
+            return None;
+        }
+        Some(seen_at + granted.unwrap_or(own_ttl))
+    }
+
+    /// Reads how long the leader's lease has left (for telling revoked from expired later).
+    pub(super) async fn poll_leader_ttl(&self, l: &LeaderKv, every: Duration) {
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap()
+            .ttl
+            .is_some_and(|(lease, when, _)| lease == l.lease && when.elapsed() < every);
+        if fresh || l.lease == 0 {
+            return;
+        }
+        if let Ok(r) = call!(self, "lease ttl", OP_TIMEOUT, |c| c
+            .lease_time_to_live(l.lease, None))
+        {
+            // Taken when the answer is here: `when + left` is then an upper bound of the
+            // lease's expiry as etcd computed it (up to the whole second etcd rounds to).
+            let mut s = self.seen.lock().unwrap();
+            s.ttl = Some((l.lease, Instant::now(), r.ttl()));
+            s.granted = Some((l.lease, r.granted_ttl()));
+        }
+    }
+}
