@@ -67,6 +67,9 @@ pub mod text;
 pub mod cli;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
+pub mod connect;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod participant;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
@@ -74,8 +77,14 @@ pub mod report;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod sidecar;
-#[cfg(feature = "cli")]
+#[cfg(feature = "tui")]
 #[doc(hidden)]
 pub mod tui;
+/// Without the dashboard, `crown run` still stamps its process for one built with it.
+#[cfg(all(feature = "cli", not(feature = "tui")))]
+#[doc(hidden)]
+pub mod tui {
+    pub mod procfs;
+}
 
 pub use election::{Config, Elector, ElectorHandle, Event, Events, Identity, Leadership, Term};
