@@ -38,9 +38,21 @@ fn main() {
 
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     crown::connect::set_kube_options(&cli.kube);
+    // A backend this binary was built without: one line, exit 9, before anything starts.
+    let backend = match &cli.command {
+        Command::Run(a) => Some(a.backend.backend),
+        Command::Status(a) => Some(a.backend.backend),
+        Command::History(a) => Some(a.backend.backend),
+        Command::Tui(a) => Some(a.backend.backend),
+        Command::Demo(a) => Some(a.backend),
+        Command::Once(OnceCommand::Reset(a)) => Some(a.backend.backend),
+        Command::Completions { .. } | Command::Man | Command::ExecGuard(_) => None,
+    };
+    if let Some(kind) = backend {
+        crown::connect::ensure_built(kind)?;
+    }
     match cli.command {
         Command::Run(args) => {
-            crown::connect::ensure_built(args.backend.backend)?;
             if !cfg!(feature = "sidecar") {
                 if args.sidecar.http.is_some() {
                     return Err(not_built("sidecar", "--http"));
