@@ -51,7 +51,9 @@ pub mod metrics {
 
     /// The participant's metrics (none are kept).
     #[derive(Debug, Default)]
-    pub struct Metrics;
+    pub struct Metrics {
+        _none: (),
+    }
 
     impl Metrics {
         /// The counters to hand to the webhook task.
