@@ -48,8 +48,9 @@ frame=""
 build_cpu=""
 tck="$(getconf CLK_TCK)"
 while :; do
-  # `cargo run` execs the binary in place: until then its children's CPU time is the build's.
-  for p in $(pgrep -f -- '-- demo -p' || true); do
+  # `cargo run` execs the binary in place (its command line loses the ` -- `): until then its
+  # children's CPU time is the build's.
+  for p in $(pgrep -f -- 'demo -p' || true); do
     [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$work/crown" ] || continue
     exe="$(basename "$(readlink "/proc/$p/exe" 2>/dev/null)")"
     # cargo exec'd the binary: the build is over.
