@@ -5,7 +5,10 @@
 # Knobs: DEMO_N (3), DEMO_DIR (.demo/tui), DEMO_SESSION (crown-demo), DEMO_TIMINGS (for every
 # process, e.g. --lease-duration 2s --renew-deadline 1500ms --retry-period 500ms), DEMO_FLAGS
 # (`crown demo` only, e.g. --chaos or --duration 20s), DEMO_PROFILE (demo: the quick-to-build
-# Cargo profile, see Cargo.toml; `release` for the optimised binary).
+# Cargo profile, see Cargo.toml; `release` for the optimised binary), DEMO_FEATURES (cli,file,tui:
+# only the file backend and the dashboard, about half the crates of the full build; `default`
+# for everything, e.g. to try `--backend etcd` with this binary. `make demo-etcd` and the kube
+# targets build the full binary themselves).
 CARGO ?= cargo
 DEMO_N ?= 3
 DEMO_DIR ?= .demo/tui
@@ -13,17 +16,19 @@ DEMO_TIMINGS ?=
 DEMO_FLAGS ?=
 DEMO_SESSION ?= crown-demo
 DEMO_PROFILE ?= demo
+DEMO_FEATURES ?= cli,file,tui
+DEMO_CARGO_FLAGS = --profile $(DEMO_PROFILE) --no-default-features --features $(DEMO_FEATURES)
 CROWN_DEMO_BIN = $(abspath target/$(DEMO_PROFILE)/crown)
 DEMO_ABS_DIR = $(abspath $(DEMO_DIR))
 
 .PHONY: demo demo-parallel kill-demo
 
 demo: ## N participants and the live dashboard; headless (log lines) without a terminal
-	$(CARGO) run --profile $(DEMO_PROFILE) -- demo -p $(DEMO_N) --dir $(DEMO_DIR) $(DEMO_TIMINGS) $(DEMO_FLAGS)
+	$(CARGO) run $(DEMO_CARGO_FLAGS) -- demo -p $(DEMO_N) --dir $(DEMO_DIR) $(DEMO_TIMINGS) $(DEMO_FLAGS)
 
 demo-parallel: ## tmux session: dashboard pane on top, one `crown run` pane per participant
 	@command -v tmux >/dev/null || { echo "install tmux: apt-get install -y tmux" >&2; exit 1; }
-	$(CARGO) build --profile $(DEMO_PROFILE)
+	$(CARGO) build $(DEMO_CARGO_FLAGS)
 	mkdir -p $(DEMO_DIR)
 	-tmux kill-session -t $(DEMO_SESSION) 2>/dev/null
 	tmux new-session -d -s $(DEMO_SESSION) -x 200 -y 50 \

@@ -48,10 +48,14 @@ frame=""
 build_cpu=""
 tck="$(getconf CLK_TCK)"
 while :; do
-  # `cargo run` execs the binary in place: until then its children's CPU time is the build's.
-  for p in $(pgrep -f -- '-- demo -p' || true); do
+  # `cargo run` execs the binary in place (its command line loses the ` -- `): until then its
+  # children's CPU time is the build's.
+  for p in $(pgrep -f -- 'demo -p' || true); do
     [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$work/crown" ] || continue
-    [ "$(basename "$(readlink "/proc/$p/exe" 2>/dev/null)")" = cargo ] || continue
+    exe="$(basename "$(readlink "/proc/$p/exe" 2>/dev/null)")"
+    # cargo exec'd the binary: the build is over.
+    if [ "$exe" = crown ] && [ -z "$t_built" ]; then t_built="$(now)"; fi
+    [ "$exe" = cargo ] || continue
     st="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
     read -r -a f <<<"${st##*) }"
     build_cpu="$(awk -v u="${f[13]}" -v s="${f[14]}" -v t="$tck" 'BEGIN { printf "%.0f", (u + s) / t }')"
@@ -81,7 +85,7 @@ done
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
 echo "clone:               $(secs "$t_clone" "$t0") s"
 if [ -n "$t_built" ]; then
-  echo "cargo finished:      $(secs "$t_built" "$t0") s (seen on the screen)"
+  echo "cargo finished:      $(secs "$t_built" "$t0") s (its last line on the screen, or it exec'd the demo)"
 fi
 echo "first dashboard frame: $(secs "$frame" "$t0") s after the clone started ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 if [ -n "$build_cpu" ]; then

@@ -27,7 +27,7 @@ pub struct Cli {
 }
 
 /// How to reach Kubernetes (kube backend): kubectl's flags. Global, so they go anywhere on
-/// the command line; `main` hands them to `crown::backend::kube::set_client_options`.
+/// the command line; `main` hands them to the kube backend (`crown::connect::set_kube_options`).
 #[derive(Clone, Debug, Default, Args)]
 pub struct KubeArgs {
     /// Kubernetes: the kubeconfig file to use [default: $KUBECONFIG, else ~/.kube/config,
@@ -49,16 +49,14 @@ pub struct KubeArgs {
     pub pod_name: Option<String>,
 }
 
-impl KubeArgs {
-    /// The kube backend's client options.
-    pub fn options(&self) -> crate::backend::kube::ClientOptions {
-        crate::backend::kube::ClientOptions {
-            kubeconfig: self.kubeconfig.clone(),
-            context: self.context.clone(),
-            pod_name: self.pod_name.clone(),
-        }
-    }
-}
+/// `--etcd-history-limit`'s default: the etcd backend's own (the same number in a crown built
+/// without it, so that `--help` does not change).
+#[cfg(feature = "etcd")]
+pub const ETCD_HISTORY_LIMIT: u32 = crate::backend::etcd::HISTORY_LIMIT as u32;
+/// `--etcd-history-limit`'s default: the etcd backend's own (the same number in a crown built
+/// without it, so that `--help` does not change).
+#[cfg(not(feature = "etcd"))]
+pub const ETCD_HISTORY_LIMIT: u32 = 1000;
 
 /// The one-shot commands: they give up on an unanswering backend after `--timeout`.
 pub const ONE_SHOT: [&str; 2] = ["status", "history"];
@@ -434,7 +432,7 @@ pub struct EtcdArgs {
     #[arg(long, env = "ETCD_USER")]
     pub user: Option<String>,
     /// How many grants the etcd history keeps; older ones are compacted.
-    #[arg(long, env = "CROWN_ETCD_HISTORY_LIMIT", default_value_t = crate::backend::etcd::HISTORY_LIMIT as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "CROWN_ETCD_HISTORY_LIMIT", default_value_t = ETCD_HISTORY_LIMIT, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub etcd_history_limit: u32,
 }
 
@@ -534,11 +532,14 @@ impl BackendArgs {
     pub fn location(&self) -> String {
         match self.backend {
             BackendKind::File => self.dir.display().to_string(),
+            #[cfg(feature = "kube")]
             BackendKind::Kube => format!(
                 "lease {}/{}",
                 crate::backend::kube::resolve_namespace(&self.namespace).name,
                 self.lease_name()
             ),
+            #[cfg(not(feature = "kube"))]
+            BackendKind::Kube => format!("lease {}/{}", self.namespace, self.lease_name()),
             BackendKind::Etcd => format!(
                 "{} key {}{}",
                 self.etcd.endpoints.join(","),

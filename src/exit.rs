@@ -23,6 +23,10 @@ pub const LOST_LEADERSHIP: i32 = 6;
 pub const FORBIDDEN: i32 = 7;
 /// `crown run --wait`: not leader by the deadline (like `flock -w`, `consul lock -timeout`).
 pub const WAIT_EXPIRED: i32 = 8;
+/// The binary was built without what the command needs: a backend (`--backend etcd` of a
+/// crown built without the `etcd` feature), the dashboard (`tui`) or the sidecar's HTTP and
+/// webhooks (`sidecar`).
+pub const NOT_BUILT: i32 = 9;
 
 /// A failure with its exit code, printed as one line at the edge.
 #[derive(Debug, thiserror::Error)]

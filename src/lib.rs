@@ -60,10 +60,14 @@
 //!   [`backend::kube`] (a `coordination.k8s.io/v1` Lease) and [`backend::memory`] (tests);
 //! - [`exit`]: the `crown` binary's exit codes.
 //!
-//! The `crown` binary's own modules (command line, `crown run`, the dashboard, reports, the
-//! sidecar) are compiled only with the `cli` feature (on by default, needed by the binary)
-//! and are not part of the library's API: depend on crown with `default-features = false`
-//! to leave them out.
+//! Cargo features (default: all):
+//! - `file`, `etcd` (needs `protoc` to build), `kube`: the backends, each on its own:
+//!   `crown = { default-features = false, features = ["kube"] }` builds neither etcd-client
+//!   nor ratatui nor axum;
+//! - `cli`: the `crown` binary's own modules (command line, `crown run`, reports); `tui`: its
+//!   dashboard (`crown tui`, `crown demo`); `sidecar`: `crown run --http` and `--notify-url`.
+//!   They are not part of the library's API. The binary builds with any subset of backends and
+//!   refuses one it was built without (exit code 9, [`exit::NOT_BUILT`]).
 
 pub mod backend;
 pub mod election;
@@ -76,6 +80,9 @@ pub mod text;
 pub mod cli;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
+pub mod connect;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod participant;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
@@ -83,8 +90,14 @@ pub mod report;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod sidecar;
-#[cfg(feature = "cli")]
+#[cfg(feature = "tui")]
 #[doc(hidden)]
 pub mod tui;
+/// Without the dashboard, `crown run` still stamps its process for one built with it.
+#[cfg(all(feature = "cli", not(feature = "tui")))]
+#[doc(hidden)]
+pub mod tui {
+    pub mod procfs;
+}
 
 pub use election::{Config, Elector, ElectorHandle, Event, Events, Identity, Leadership, Term};

@@ -37,9 +37,30 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
-    crown::backend::kube::set_client_options(cli.kube.options());
+    crown::connect::set_kube_options(&cli.kube);
+    // A backend this binary was built without: one line, exit 9, before anything starts.
+    let backend = match &cli.command {
+        Command::Run(a) => Some(a.backend.backend),
+        Command::Status(a) => Some(a.backend.backend),
+        Command::History(a) => Some(a.backend.backend),
+        Command::Tui(a) => Some(a.backend.backend),
+        Command::Demo(a) => Some(a.backend),
+        Command::Once(OnceCommand::Reset(a)) => Some(a.backend.backend),
+        Command::Completions { .. } | Command::Man | Command::ExecGuard(_) => None,
+    };
+    if let Some(kind) = backend {
+        crown::connect::ensure_built(kind)?;
+    }
     match cli.command {
         Command::Run(args) => {
+            if !cfg!(feature = "sidecar") {
+                if args.sidecar.http.is_some() {
+                    return Err(not_built("sidecar", "--http"));
+                }
+                if args.sidecar.notify_url.is_some() {
+                    return Err(not_built("sidecar", "--notify-url"));
+                }
+            }
             participant::init_logging(args.log_format, participant::LOG_DEFAULT);
             participant::run(args).await
         }
@@ -50,7 +71,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             );
             let wait = args.backend.wait_for_backend;
             let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
-            let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
+            let b =
+                report::bounded(connect, crown::connect::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::status(b.as_ref(), &args.backend.election).await?) };
             let r = report::bounded(report::read_limit(wait), read).await?;
             // The kube backend says which namespace it used (kubectl's rules pick it).
@@ -79,8 +101,14 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
+        #[cfg(feature = "tui")]
         Command::Tui(args) => crown::tui::run_tui(args).await,
+        #[cfg(feature = "tui")]
         Command::Demo(args) => crown::tui::run_demo(args).await,
+        #[cfg(not(feature = "tui"))]
+        Command::Tui(_) => Err(not_built("tui", "crown tui")),
+        #[cfg(not(feature = "tui"))]
+        Command::Demo(_) => Err(not_built("tui", "crown demo")),
         Command::History(args) => {
             participant::init_logging(
                 crown::cli::LogFormat::Text,
@@ -88,7 +116,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             );
             let wait = args.backend.wait_for_backend;
             let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
-            let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
+            let b =
+                report::bounded(connect, crown::connect::observe_backend(&args.backend)).await?;
             let read = async { Ok(report::history(b.as_ref()).await?) };
             let rows = report::bounded(report::read_limit(wait), read).await?;
             match args.output {
@@ -107,7 +136,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             );
             let wait = args.backend.wait_for_backend;
             let connect = report::read_limit(wait) + std::time::Duration::from_secs(1);
-            let b = report::bounded(connect, participant::observe_backend(&args.backend)).await?;
+            let b =
+                report::bounded(connect, crown::connect::observe_backend(&args.backend)).await?;
             let reset = async { Ok(b.reset_duty().await?) };
             let removed = report::bounded(report::read_limit(wait), reset).await?;
             let e = report::escape(&args.backend.election).into_owned();
@@ -140,6 +170,17 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::ExecGuard(_) => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// The failure for `what`, which needs the cargo feature `feature` this crown was built without.
+#[cfg_attr(all(feature = "tui", feature = "sidecar"), allow(dead_code))]
+fn not_built(feature: &str, what: &str) -> Failure {
+    Failure::new(
+        exit::NOT_BUILT,
+        format!(
+            "this crown was built without {what} (cargo build --features {feature}, or the default features)"
+        ),
+    )
 }
 
 /// `-o json` (pretty, one trailing newline) or `-o yaml`.

@@ -2,20 +2,18 @@
 //! publishes heartbeats every retry period, and maps signals: SIGINT/SIGTERM release the
 //! lease and exit 0, SIGUSR1 asks the leader to resign.
 
-use crate::backend::etcd::{EtcdBackend, EtcdOptions};
-use crate::backend::file::FileBackend;
-use crate::backend::kube::KubeBackend;
-use crate::backend::{Backend, validate_election_name};
-use crate::cli::{BackendArgs, BackendKind, LogFormat};
+use crate::backend::validate_election_name;
+use crate::cli::LogFormat;
 use crate::election::Identity;
 use crate::exit;
-use std::sync::Arc;
 
 mod run;
 
 pub use crate::exit::Failure;
 pub use crate::sidecar::policy::ResignBackoff;
 pub use run::{log_event, run};
+// The backends are built at the edge, each behind its cargo feature.
+pub use crate::connect::{observe_backend, open_backend};
 
 /// This host's name.
 pub fn hostname() -> String {
@@ -36,92 +34,6 @@ pub fn identity(id: Option<&str>) -> Result<Identity, Failure> {
     validate_election_name(&id)
         .map_err(|_| Failure::new(exit::CONFIG, format!("invalid participant id {id:?}: use 1-63 letters, digits, '.', '_' or '-', not starting with '.'")))?;
     Ok(Identity { id, pid, host })
-}
-
-/// Opens the backend named by the flags for participant `me`.
-pub async fn open_backend(args: &BackendArgs, me: Identity) -> Result<Arc<dyn Backend>, Failure> {
-    match args.backend {
-        BackendKind::File => {
-            let b = FileBackend::open(&args.dir, &args.election, me)?;
-            if let Err(e) = b.watch() {
-                tracing::warn!("{e}; falling back to polling every retry period");
-            }
-            Ok(Arc::new(b))
-        }
-        BackendKind::Kube => {
-            let b = KubeBackend::connect(
-                &args.namespace,
-                args.lease_name(),
-                &args.election,
-                me,
-                args.wait_for_backend,
-            )
-            .await?;
-            b.watch();
-            Ok(Arc::new(b))
-        }
-        BackendKind::Etcd => Ok(Arc::new(
-            EtcdBackend::connect(etcd_options(args)?, Some(me)).await?,
-        )),
-    }
-}
-
-/// The etcd backend's options from the flags (the password only from `$ETCD_PASSWORD`).
-pub fn etcd_options(args: &BackendArgs) -> Result<EtcdOptions, Failure> {
-    let password = match &args.etcd.user {
-        Some(_) => Some(
-            std::env::var("ETCD_PASSWORD")
-                .or_else(|_| std::env::var("ETCDCTL_PASSWORD"))
-                .map_err(|_| {
-                    Failure::new(
-                        exit::CONFIG,
-                        "--user needs the password in $ETCD_PASSWORD (it is never taken as a flag)",
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    Ok(EtcdOptions {
-        endpoints: args.etcd.endpoints.clone(),
-        prefix: args.etcd.etcd_prefix.clone(),
-        election: args.election.clone(),
-        cacert: args.etcd.cacert.clone(),
-        cert: args.etcd.cert.clone(),
-        key: args.etcd.key.clone(),
-        user: args.etcd.user.clone().zip(password),
-        wait: args.wait_for_backend,
-        history_limit: match args.etcd.etcd_history_limit {
-            0 => crate::backend::etcd::HISTORY_LIMIT,
-            n => n as usize,
-        },
-    })
-}
-
-/// Opens the backend for an observer (status, history, dashboard): creates nothing.
-pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Failure> {
-    match args.backend {
-        BackendKind::File => Ok(Arc::new(FileBackend::observe(&args.dir, &args.election)?)),
-        BackendKind::Kube => {
-            let me = Identity {
-                id: String::new(),
-                pid: std::process::id(),
-                host: hostname(),
-            };
-            Ok(Arc::new(
-                KubeBackend::connect(
-                    &args.namespace,
-                    args.lease_name(),
-                    &args.election,
-                    me,
-                    args.wait_for_backend,
-                )
-                .await?,
-            ))
-        }
-        BackendKind::Etcd => Ok(Arc::new(
-            EtcdBackend::connect(etcd_options(args)?, None).await?,
-        )),
-    }
 }
 
 /// The default log filter of `crown run` and the dashboard: crown's own lines from INFO (role

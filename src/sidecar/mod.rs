@@ -5,10 +5,18 @@
 
 pub mod child;
 pub mod fds;
+#[cfg(feature = "sidecar")]
 pub mod http;
+#[cfg(feature = "sidecar")]
 pub mod metrics;
+#[cfg(feature = "sidecar")]
 pub mod notify;
 pub mod policy;
+// Without the `sidecar` feature (no axum, reqwest, prometheus-client): stand-ins.
+#[cfg(not(feature = "sidecar"))]
+mod off;
+#[cfg(not(feature = "sidecar"))]
+pub use off::{http, metrics, notify};
 
 use crate::cli::SidecarArgs;
 use crate::election::Config;

@@ -16,7 +16,9 @@ use super::state::{
 };
 use super::terminal::TerminalGuard;
 use crate::backend::BackendError;
+#[cfg(feature = "etcd")]
 use crate::backend::etcd::EtcdBackend;
+#[cfg(feature = "kube")]
 use crate::backend::kube::KubeBackend;
 use crate::backend::{Backend, LeaseView};
 use crate::election::Term;
@@ -184,22 +186,35 @@ pub enum Done {
 #[derive(Clone)]
 pub enum Remote {
     /// Kubernetes: `k` deletes the leader's Pod, `r` annotates the Lease.
+    #[cfg(feature = "kube")]
     Kube(Arc<KubeBackend>),
     /// etcd: `r` writes the resign key.
+    #[cfg(feature = "etcd")]
     Etcd(Arc<EtcdBackend>),
 }
 
 impl Remote {
+    #[cfg_attr(not(any(feature = "kube", feature = "etcd")), allow(unused_variables))]
     async fn request_resign(&self, term: Term) -> Result<(), BackendError> {
-        match self {
+        match self.clone() {
+            #[cfg(feature = "kube")]
             Remote::Kube(k) => k.request_resign(term).await,
+            #[cfg(feature = "etcd")]
             Remote::Etcd(e) => e.request_resign(term).await,
         }
     }
 }
 
+/// Built without the kube backend: there are no Pods to delete.
+#[cfg(not(feature = "kube"))]
+async fn delete_pod(_: &Remote, _: PodKill) -> Done {
+    Done::Failed("k: Pods exist only on Kubernetes".into())
+}
+
 /// Deletes the leader's Pod (or finds it has none and a local fallback applies).
+#[cfg(feature = "kube")]
 async fn delete_pod(remote: &Remote, k: PodKill) -> Done {
+    #[allow(irrefutable_let_patterns)]
     let Remote::Kube(kube) = remote else {
         return Done::Failed("k: Pods exist only on Kubernetes".into());
     };
@@ -216,8 +231,16 @@ async fn delete_pod(remote: &Remote, k: PodKill) -> Done {
     }
 }
 
+/// Built without the etcd backend: there are no sessions to revoke.
+#[cfg(not(feature = "etcd"))]
+async fn revoke_session(_: &Remote, _: PodKill) -> Done {
+    Done::Failed("k: sessions exist only on etcd".into())
+}
+
 /// Revokes the etcd session of the leader in `k`.
+#[cfg(feature = "etcd")]
 async fn revoke_session(remote: &Remote, k: PodKill) -> Done {
+    #[allow(irrefutable_let_patterns)]
     let Remote::Etcd(etcd) = remote else {
         return Done::Failed("k: sessions exist only on etcd".into());
     };
@@ -267,8 +290,19 @@ impl App {
         }
     }
 
+    /// `k` and `r` act through `remote` on a leader this host cannot signal.
+    pub fn with_remote(self, remote: Remote) -> Self {
+        match remote {
+            #[cfg(feature = "kube")]
+            Remote::Kube(k) => self.with_kube(k),
+            #[cfg(feature = "etcd")]
+            Remote::Etcd(e) => self.with_etcd(e),
+        }
+    }
+
     /// On Kubernetes: `k` deletes the leader's Pod and `r` asks it to resign through `kube`
     /// (the same backend the dashboard reads).
+    #[cfg(feature = "kube")]
     pub fn with_kube(mut self, kube: Arc<KubeBackend>) -> Self {
         self.remote = Some(Remote::Kube(kube));
         self.state.reach = Reach::Kube;
@@ -276,6 +310,7 @@ impl App {
     }
 
     /// On etcd: `r` asks a leader this host cannot signal to resign through `etcd`.
+    #[cfg(feature = "etcd")]
     pub fn with_etcd(mut self, etcd: Arc<EtcdBackend>) -> Self {
         self.remote = Some(Remote::Etcd(etcd));
         self.state.reach = Reach::Etcd;

@@ -20,7 +20,6 @@ pub mod render;
 pub mod state;
 pub mod terminal;
 
-use crate::backend::file::FileBackend;
 use crate::cli::{BackendKind, DemoArgs, TimingArgs, TuiArgs};
 use crate::exit;
 use crate::participant::{self, Failure};
@@ -167,37 +166,7 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
     };
     init_file_logging(&log)?;
     // On Kubernetes and etcd the dashboard keeps the concrete client: `k`/`r` act through it.
-    let (backend, remote): (Arc<dyn crate::backend::Backend>, _) = match args.backend.backend {
-        BackendKind::Kube => {
-            let me = crate::election::Identity {
-                id: String::new(),
-                pid: std::process::id(),
-                host: participant::hostname(),
-            };
-            let k = Arc::new(
-                crate::backend::kube::KubeBackend::connect(
-                    &args.backend.namespace,
-                    args.backend.lease_name(),
-                    &args.backend.election,
-                    me,
-                    args.backend.wait_for_backend,
-                )
-                .await?,
-            );
-            (k.clone(), Some(app::Remote::Kube(k)))
-        }
-        BackendKind::Etcd => {
-            let e = Arc::new(
-                crate::backend::etcd::EtcdBackend::connect(
-                    participant::etcd_options(&args.backend)?,
-                    None,
-                )
-                .await?,
-            );
-            (e.clone(), Some(app::Remote::Etcd(e)))
-        }
-        BackendKind::File => (participant::observe_backend(&args.backend).await?, None),
-    };
+    let (backend, remote) = crate::connect::dashboard_backend(&args.backend).await?;
     let mut state = new_state(
         &args.backend.election,
         format!("{} {}", backend.kind(), args.backend.location()),
@@ -214,10 +183,8 @@ pub async fn run_tui(args: TuiArgs) -> Result<i32, Failure> {
         BackendKind::File => state::Reach::Local,
     };
     let mut app = App::new(backend, state, None);
-    match remote {
-        Some(app::Remote::Kube(k)) => app = app.with_kube(k),
-        Some(app::Remote::Etcd(e)) => app = app.with_etcd(e),
-        None => {}
+    if let Some(r) = remote {
+        app = app.with_remote(r);
     }
     app.run(
         Options {
@@ -282,11 +249,20 @@ pub async fn run_demo(args: DemoArgs) -> Result<i32, Failure> {
                 etcd: args.etcd.clone(),
                 wait_for_backend: std::time::Duration::from_secs(10),
             };
-            let b = crate::participant::observe_backend(&observe).await?;
+            let b = crate::connect::observe_backend(&observe).await?;
             (b, observe.location(), args.etcd.to_flags())
         }
         _ => (
-            Arc::new(FileBackend::observe(&args.dir, &args.election)?),
+            crate::connect::observe_backend(&crate::cli::BackendArgs {
+                backend: BackendKind::File,
+                dir: args.dir.clone(),
+                election: args.election.clone(),
+                namespace: "default".into(),
+                lease_name: None,
+                etcd: args.etcd.clone(),
+                wait_for_backend: std::time::Duration::from_secs(10),
+            })
+            .await?,
             format!("file {}", args.dir.display()),
             vec!["--dir".into(), args.dir.to_string_lossy().into_owned()],
         ),
