@@ -2,7 +2,7 @@
 //! the real-backend tests). Handles share one store; each has its own identity, a wall-clock
 //! skew to prove that skew never causes a takeover, and a switch that makes it unreachable.
 
-use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
+use super::{AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome};
 use crate::election::lease::{self, Current, Liveness, Observer};
 use crate::election::{Grant, Identity, Member, Term};
 use async_trait::async_trait;
@@ -177,7 +177,7 @@ fn wake_all(store: &Store) {
 }
 
 #[async_trait]
-impl Backend for MemoryBackend {
+impl Lock for MemoryBackend {
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -211,26 +211,16 @@ impl Backend for MemoryBackend {
     async fn changed(&self) {
         self.notify.notified().await
     }
+}
 
+#[async_trait]
+impl Observe for MemoryBackend {
     async fn lease(&self) -> Result<LeaseView, BackendError> {
         self.check()?;
         Ok(self
             .record()
             .map(LeaseView::Record)
             .unwrap_or(LeaseView::None))
-    }
-
-    async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
-        self.check()?;
-        let mut s = self.store.lock().unwrap();
-        s.members.insert(member.id.clone(), member.clone());
-        Ok(())
-    }
-
-    async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
-        self.check()?;
-        self.store.lock().unwrap().members.remove(id);
-        Ok(())
     }
 
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
@@ -250,3 +240,22 @@ impl Backend for MemoryBackend {
         Ok(self.store.lock().unwrap().history.clone())
     }
 }
+
+#[async_trait]
+impl Heartbeat for MemoryBackend {
+    async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
+        self.check()?;
+        let mut s = self.store.lock().unwrap();
+        s.members.insert(member.id.clone(), member.clone());
+        Ok(())
+    }
+
+    async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
+        self.check()?;
+        self.store.lock().unwrap().members.remove(id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Duties for MemoryBackend {}

@@ -25,7 +25,10 @@ mod history;
 
 pub use fsx::{SafeDir, Sharing};
 
-use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome, validate_election_name};
+use super::{
+    AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome,
+    validate_election_name,
+};
 use crate::election::lease::{self, Current, Liveness, Observer};
 use crate::election::{Grant, Identity, LeaseRecord, Member, Term};
 use async_trait::async_trait;
@@ -656,7 +659,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[async_trait]
-impl Backend for FileBackend {
+impl Lock for FileBackend {
     fn kind(&self) -> &'static str {
         "file"
     }
@@ -690,7 +693,10 @@ impl Backend for FileBackend {
     async fn changed(&self) {
         self.inner.notify.notified().await
     }
+}
 
+#[async_trait]
+impl Observe for FileBackend {
     async fn lease(&self) -> Result<LeaseView, BackendError> {
         let inner = self.inner.clone();
         blocking(move || match inner.read_current()? {
@@ -704,6 +710,19 @@ impl Backend for FileBackend {
         .await
     }
 
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.members()).await
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.read_history()).await
+    }
+}
+
+#[async_trait]
+impl Heartbeat for FileBackend {
     async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
         let inner = self.inner.clone();
         let m = member.clone();
@@ -726,17 +745,10 @@ impl Backend for FileBackend {
         })
         .await
     }
+}
 
-    async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        let inner = self.inner.clone();
-        blocking(move || inner.members()).await
-    }
-
-    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-        let inner = self.inner.clone();
-        blocking(move || inner.read_history()).await
-    }
-
+#[async_trait]
+impl Duties for FileBackend {
     async fn duty(&self) -> Result<Option<crate::backend::duty::DutyRecord>, BackendError> {
         self.duty_async().await
     }

@@ -40,7 +40,7 @@ pub use config::{
     set_client_options,
 };
 
-use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
+use super::{AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome};
 use crate::election::lease::{self, Current, Liveness, Observer};
 use crate::election::{Grant, Identity, LeaseRecord, Member, Role, Term};
 use async_trait::async_trait;
@@ -411,7 +411,7 @@ impl KubeBackend {
             .map_err(|e| api_err("get", &format!("pods {name:?}"), &inner.namespace, e))
     }
 
-    /// Starts watching the Lease (idempotent): every change wakes [`Backend::changed`].
+    /// Starts watching the Lease (idempotent): every change wakes [`Lock::changed`].
     pub fn watch(&self) {
         if self.inner.watching.swap(true, Ordering::SeqCst) {
             return;
@@ -740,7 +740,7 @@ fn labels(election: &str) -> BTreeMap<String, String> {
 }
 
 #[async_trait]
-impl Backend for KubeBackend {
+impl Lock for KubeBackend {
     fn kind(&self) -> &'static str {
         "kube"
     }
@@ -845,7 +845,10 @@ impl Backend for KubeBackend {
             std::future::pending::<()>().await
         }
     }
+}
 
+#[async_trait]
+impl Observe for KubeBackend {
     fn namespace(&self) -> Option<(String, &'static str)> {
         Some((
             self.inner.namespace.clone(),
@@ -861,6 +864,43 @@ impl Backend for KubeBackend {
         })
     }
 
+    /// Heartbeats from member Leases and from Pod annotations; a source this identity may
+    /// not list is skipped (an error only when both are refused or unreachable).
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        let inner = &self.inner;
+        let from_leases = inner
+            .leases
+            .list(&ListParams::default().labels(&format!("{ELECTION_LABEL}={}", inner.election)))
+            .await
+            .map_err(|e| api_err("list", "leases.coordination.k8s.io", &inner.namespace, e))
+            .map(|list| {
+                list.items
+                    .iter()
+                    .filter_map(|l| l.metadata.annotations.as_ref()?.get(MEMBER_ANNOTATION))
+                    .filter_map(|s| serde_json::from_str::<Member>(s).ok())
+                    .collect::<Vec<_>>()
+            });
+        let from_pods = pods::members(&inner.pods, &inner.namespace, &inner.name).await;
+        let mut out: Vec<Member> = match (from_leases, from_pods) {
+            (Err(e), Err(_)) => return Err(e),
+            (a, b) => a
+                .unwrap_or_default()
+                .into_iter()
+                .chain(b.unwrap_or_default())
+                .collect(),
+        };
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        Ok(out)
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        self.inner.history().await
+    }
+}
+
+#[async_trait]
+impl Heartbeat for KubeBackend {
     async fn publish_member(&self, m: &Member) -> Result<(), BackendError> {
         let inner = &self.inner;
         {
@@ -955,41 +995,10 @@ impl Backend for KubeBackend {
             )),
         }
     }
+}
 
-    /// Heartbeats from member Leases and from Pod annotations; a source this identity may
-    /// not list is skipped (an error only when both are refused or unreachable).
-    async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        let inner = &self.inner;
-        let from_leases = inner
-            .leases
-            .list(&ListParams::default().labels(&format!("{ELECTION_LABEL}={}", inner.election)))
-            .await
-            .map_err(|e| api_err("list", "leases.coordination.k8s.io", &inner.namespace, e))
-            .map(|list| {
-                list.items
-                    .iter()
-                    .filter_map(|l| l.metadata.annotations.as_ref()?.get(MEMBER_ANNOTATION))
-                    .filter_map(|s| serde_json::from_str::<Member>(s).ok())
-                    .collect::<Vec<_>>()
-            });
-        let from_pods = pods::members(&inner.pods, &inner.namespace, &inner.name).await;
-        let mut out: Vec<Member> = match (from_leases, from_pods) {
-            (Err(e), Err(_)) => return Err(e),
-            (a, b) => a
-                .unwrap_or_default()
-                .into_iter()
-                .chain(b.unwrap_or_default())
-                .collect(),
-        };
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out.dedup_by(|a, b| a.id == b.id);
-        Ok(out)
-    }
-
-    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-        self.inner.history().await
-    }
-
+#[async_trait]
+impl Duties for KubeBackend {
     async fn duty(&self) -> Result<Option<crate::once::DutyRecord>, BackendError> {
         self.inner.read_duty().await
     }
