@@ -8,9 +8,9 @@
 //! `Arc<dyn Backend>` serves the whole binary and upcasts to the elector's `Arc<dyn Lock>`.
 //!
 //! Record-based backends (file, Kubernetes Lease, memory) implement only a
-//! `record::RecordStore` (read the record with a version, compare-and-swap write, history
+//! [`record::RecordStore`] (read the record with a version, compare-and-swap write, history
 //! floor, their hooks); the read-decide-write around [`crate::election::lease::decide`] is
-//! written once, in `record`. Backends with their own election protocol (etcd) implement
+//! written once, in [`record`]. Backends with their own election protocol (etcd) implement
 //! [`Lock`] on top of that protocol.
 
 pub mod duty;
@@ -21,6 +21,7 @@ pub mod file;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod memory;
+pub mod record;
 #[cfg(any(feature = "etcd", feature = "kube"))]
 pub(crate) mod tasks;
 
