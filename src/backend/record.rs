@@ -211,3 +211,210 @@ pub async fn release<S: RecordStore + ?Sized>(store: &S, term: Term) -> Result<(
     store.finish(version, Finish::Released).await;
     res
 }
+
+#[cfg(test)]
+mod tests {
+    //! The glue over the smallest store: a record in a mutex, every call recorded.
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Log {
+        record: Option<LeaseRecord>,
+        /// Bumped on every write: the version.
+        writes: u64,
+        /// What happened, in order.
+        calls: Vec<String>,
+        floor: Option<Term>,
+        read_takes: Duration,
+    }
+
+    struct Tiny {
+        me: Identity,
+        log: Mutex<Log>,
+    }
+
+    impl Tiny {
+        fn new(record: Option<LeaseRecord>) -> Self {
+            Tiny {
+                me: Identity {
+                    id: "me".into(),
+                    pid: 1,
+                    host: "h".into(),
+                },
+                log: Mutex::new(Log {
+                    record,
+                    ..Log::default()
+                }),
+            }
+        }
+        fn calls(&self) -> Vec<String> {
+            self.log.lock().unwrap().calls.clone()
+        }
+    }
+
+    #[async_trait]
+    impl RecordStore for Tiny {
+        type Version = u64;
+        fn me(&self) -> &Identity {
+            &self.me
+        }
+        async fn read(&self, intent: Intent) -> Result<(Current, u64), BackendError> {
+            let takes = self.log.lock().unwrap().read_takes;
+            tokio::time::sleep(takes).await;
+            let mut l = self.log.lock().unwrap();
+            l.calls.push(format!("read {intent:?}"));
+            let cur = l.record.clone().map_or(Current::Missing, Current::Record);
+            Ok((cur, l.writes))
+        }
+        async fn floor(&self, _: &mut u64) -> Result<Option<Term>, BackendError> {
+            let mut l = self.log.lock().unwrap();
+            l.calls.push("floor".into());
+            Ok(l.floor)
+        }
+        async fn write(&self, v: &mut u64, w: Write<'_>) -> Result<(), BackendError> {
+            let mut l = self.log.lock().unwrap();
+            if l.writes != *v {
+                return Err(BackendError::Conflict("changed".into()));
+            }
+            let (what, rec) = match w {
+                Write::Acquire { record, .. } => ("acquire", record),
+                Write::Renew { record } => ("renew", record),
+                Write::Release { record } => ("release", record),
+            };
+            l.calls.push(format!("write {what} {}", rec.term));
+            l.record = Some(rec.clone());
+            l.writes += 1;
+            Ok(())
+        }
+        async fn finish(&self, _: u64, how: Finish) {
+            self.log
+                .lock()
+                .unwrap()
+                .calls
+                .push(format!("finish {how:?}"));
+        }
+    }
+
+    fn held_by(holder: &str, term: u64) -> LeaseRecord {
+        LeaseRecord {
+            holder: holder.into(),
+            term: Term(term),
+            acquired_at: Timestamp::now(),
+            renewed_at: Timestamp::now(),
+            lease_duration_ms: 10_000,
+            pid: 2,
+            host: "h".into(),
+            released_at: None,
+            released_by: None,
+            revision: 0,
+        }
+    }
+
+    fn req(held: Option<u64>, deadline: Option<Instant>) -> AcquireRequest {
+        AcquireRequest {
+            held: held.map(Term),
+            hold_off: false,
+            lease_duration: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+            now: Instant::now(),
+            deadline,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_goes_above_the_floor_and_is_written_once() {
+        let s = Tiny::new(None);
+        s.log.lock().unwrap().floor = Some(Term(41));
+        let out = try_acquire_or_renew(&s, req(None, None), &mut Observer::default())
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, Outcome::Acquired { term: Term(42), ref grant } if grant.term == Term(42))
+        );
+        assert_eq!(
+            s.calls(),
+            [
+                "read Attempt { deadline: None }",
+                "floor",
+                "write acquire 42",
+                "finish Acquired"
+            ]
+        );
+        // An unknown floor: above the record alone.
+        let s = Tiny::new(None);
+        let out = try_acquire_or_renew(&s, req(None, None), &mut Observer::default())
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Acquired { term: Term(1), .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_writes_nothing_and_a_renewal_past_its_deadline_neither() {
+        let s = Tiny::new(Some(held_by("other", 3)));
+        let out = try_acquire_or_renew(&s, req(None, None), &mut Observer::default())
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Following { .. }), "{out:?}");
+        assert_eq!(s.calls()[1..], ["finish Following"]);
+
+        // Ours in term 3, but the read returns after the renew deadline.
+        let s = Tiny::new(Some(held_by("me", 3)));
+        s.log.lock().unwrap().read_takes = Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let err = try_acquire_or_renew(&s, req(Some(3), Some(deadline)), &mut Observer::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackendError::Conflict(_)), "{err}");
+        assert_eq!(s.calls().len(), 1, "{:?}", s.calls());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_record_is_observed_when_the_read_returns() {
+        // The holder's record is read after a 30 s hang; its 10 s lease counts from then,
+        // so 9 s later it is not expired yet.
+        let s = Tiny::new(Some(held_by("other", 3)));
+        let mut obs = Observer::default();
+        s.log.lock().unwrap().read_takes = Duration::from_secs(30);
+        let out = try_acquire_or_renew(&s, req(None, None), &mut obs)
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Following { .. }), "{out:?}");
+        s.log.lock().unwrap().read_takes = Duration::ZERO;
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let out = try_acquire_or_renew(&s, req(None, None), &mut obs)
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Following { .. }), "{out:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let out = try_acquire_or_renew(&s, req(None, None), &mut obs)
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, Outcome::Acquired { term: Term(4), .. }),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_writes_only_our_own_term_and_always_finishes() {
+        let s = Tiny::new(Some(held_by("other", 3)));
+        release(&s, Term(3)).await.unwrap();
+        assert_eq!(s.calls()[1..], ["finish Released"]);
+        let s = Tiny::new(Some(held_by("me", 3)));
+        release(&s, Term(2)).await.unwrap();
+        release(&s, Term(3)).await.unwrap();
+        assert_eq!(
+            s.calls(),
+            [
+                "read Release",
+                "finish Released",
+                "read Release",
+                "write release 3",
+                "finish Released"
+            ]
+        );
+        assert!(!s.log.lock().unwrap().record.as_ref().unwrap().is_held());
+    }
+}
