@@ -13,6 +13,9 @@
 //! - `D/E.members/<id>.json`: heartbeats;
 //! - `D/E.duty.json`: the success record of a `crown run --once` duty (see `duty.rs`).
 //!
+//! The read-decide-write is the shared glue ([`super::record`]): this backend's version is the
+//! held CAS lock, its liveness probe the alive lock, its floor the history.
+//!
 //! Followers wake on inotify events for the lease file (the `notify` crate) and on the alive
 //! lock becoming free; the retry period is only a backstop.
 //!

@@ -7,8 +7,9 @@
 //!   `create` when there is no Lease yet; never a blind patch or a forced apply.
 //! - `term` = `leaseTransitions` as written by the acquisition: +1 per grant, as client-go
 //!   does when the holder changes.
-//! - The rule is the shared [`lease::decide`]: expiry is judged by this observer's clock since
-//!   it last saw the Lease change, never from `renewTime`.
+//! - The rule is the shared [`crate::election::lease::decide`], through the record glue
+//!   ([`super::record`]; the Lease is the version): expiry is judged by this observer's clock
+//!   since it last saw the Lease change, never from `renewTime`.
 //! - Followers watch the Lease (a field-selected watch), so a release is seen at once; the
 //!   elector's retry period re-reads it as a backstop.
 //! - crown adds an annotation `crown.io/holder` (`{"id","pid","host"}`) for the dashboard; it is
