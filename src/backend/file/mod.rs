@@ -535,7 +535,9 @@ fn parse_record(bytes: &[u8]) -> Current {
 struct Txn {
     probe: Option<File>,
     holder_lock_held: bool,
-    _lock: File,
+    /// Lent to the blocking write while it runs: an attempt the elector gives up on (its
+    /// future dropped mid-write) keeps the lock until the write it started is done.
+    lock: Option<File>,
 }
 
 #[async_trait]
@@ -581,7 +583,7 @@ impl RecordStore for Arc<Inner> {
             let txn = Txn {
                 probe: None,
                 holder_lock_held: false,
-                _lock: lock,
+                lock: Some(lock),
             };
             Ok((cur, txn))
         })
@@ -642,36 +644,39 @@ impl RecordStore for Arc<Inner> {
 
     async fn write(&self, txn: &mut Txn, write: record::Write<'_>) -> Result<(), BackendError> {
         let inner = self.clone();
-        match write {
-            record::Write::Acquire { record, grant } => {
-                let (record, grant, probe) = (record.clone(), grant.clone(), txn.probe.take());
-                blocking(move || {
+        let lock = txn.lock.take();
+        let probe = txn.probe.take();
+        let (grant, record) = match write {
+            record::Write::Acquire { record, grant } => (Some(grant.clone()), record.clone()),
+            record::Write::Renew { record } | record::Write::Release { record } => {
+                (None, record.clone())
+            }
+        };
+        let renew = matches!(write, record::Write::Renew { .. });
+        let (res, lock) = tokio::task::spawn_blocking(move || {
+            let res = (|| {
+                if let Some(grant) = grant {
                     // No grant without its history line on disk: a later floor must see it.
                     inner.append_history(&grant)?;
                     let alive = inner.take_alive(probe, record.term);
                     inner.write_record(&record)?;
                     *inner.alive.lock().unwrap() = alive;
-                    Ok(())
-                })
-                .await
-            }
-            record::Write::Renew { record } => {
-                let record = record.clone();
-                blocking(move || {
+                    return Ok(());
+                }
+                if renew {
                     let mut alive = inner.alive.lock().unwrap();
                     if alive.is_none() {
                         *alive = inner.take_alive(None, record.term);
                     }
-                    drop(alive);
-                    inner.write_record(&record)
-                })
-                .await
-            }
-            record::Write::Release { record } => {
-                let record = record.clone();
-                blocking(move || inner.write_record(&record)).await
-            }
-        }
+                }
+                inner.write_record(&record)
+            })();
+            (res, lock)
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("file backend task failed: {e}")))?;
+        txn.lock = lock;
+        res
     }
 
     async fn finish(&self, txn: Txn, how: Finish) {
