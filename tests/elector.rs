@@ -227,7 +227,7 @@ async fn shutdown_releases_and_a_follower_takes_over_without_waiting_for_expiry(
         "handoff waited for a poll"
     );
     let h = b.handle(ident("x"));
-    let grants = crown::backend::Backend::history(&h).await.unwrap();
+    let grants = crown::backend::Observe::history(&h).await.unwrap();
     assert_eq!(grants.len(), 2);
     assert_eq!(
         grants[1].previous_end,
@@ -357,7 +357,7 @@ struct PanicOnRenew {
 }
 
 #[async_trait::async_trait]
-impl crown::backend::Backend for PanicOnRenew {
+impl crown::election::Lock for PanicOnRenew {
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -373,24 +373,6 @@ impl crown::backend::Backend for PanicOnRenew {
     }
     async fn release(&self, term: Term) -> Result<(), crown::backend::BackendError> {
         self.inner.release(term).await
-    }
-    async fn lease(&self) -> Result<crown::backend::LeaseView, crown::backend::BackendError> {
-        self.inner.lease().await
-    }
-    async fn publish_member(
-        &self,
-        m: &crown::election::Member,
-    ) -> Result<(), crown::backend::BackendError> {
-        self.inner.publish_member(m).await
-    }
-    async fn remove_member(&self, id: &str) -> Result<(), crown::backend::BackendError> {
-        self.inner.remove_member(id).await
-    }
-    async fn members(&self) -> Result<Vec<crown::election::Member>, crown::backend::BackendError> {
-        self.inner.members().await
-    }
-    async fn history(&self) -> Result<Vec<crown::election::Grant>, crown::backend::BackendError> {
-        self.inner.history().await
     }
 }
 
@@ -454,7 +436,7 @@ async fn a_panicking_elector_reports_failure_runs_the_hook_and_releases_the_leas
         "b waited {:?}: the lease was not released",
         Instant::now() - t0
     );
-    let grants = crown::backend::Backend::history(&b).await.unwrap();
+    let grants = crown::backend::Observe::history(&b).await.unwrap();
     assert_eq!(
         grants[1].previous_end,
         Some(crown::election::EndKind::Released)
@@ -476,7 +458,7 @@ struct Probed {
 }
 
 #[async_trait::async_trait]
-impl crown::backend::Backend for Probed {
+impl crown::election::Lock for Probed {
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -500,24 +482,6 @@ impl crown::backend::Backend for Probed {
     }
     async fn changed(&self) {
         self.inner.changed().await
-    }
-    async fn lease(&self) -> Result<crown::backend::LeaseView, crown::backend::BackendError> {
-        self.inner.lease().await
-    }
-    async fn publish_member(
-        &self,
-        m: &crown::election::Member,
-    ) -> Result<(), crown::backend::BackendError> {
-        self.inner.publish_member(m).await
-    }
-    async fn remove_member(&self, id: &str) -> Result<(), crown::backend::BackendError> {
-        self.inner.remove_member(id).await
-    }
-    async fn members(&self) -> Result<Vec<crown::election::Member>, crown::backend::BackendError> {
-        self.inner.members().await
-    }
-    async fn history(&self) -> Result<Vec<crown::election::Grant>, crown::backend::BackendError> {
-        self.inner.history().await
     }
 }
 

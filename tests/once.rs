@@ -336,7 +336,7 @@ fn kube_backend_runs_the_duty_once() {
 #[tokio::test]
 async fn file_backend_records_success_only_in_the_current_term() {
     use crown::backend::file::FileBackend;
-    use crown::backend::{AcquireRequest, Backend, Outcome};
+    use crown::backend::{AcquireRequest, Duties, Lock, Outcome};
     use crown::election::Identity;
     use crown::election::lease::Observer;
     let d = tempdir();
@@ -421,7 +421,7 @@ async fn acquire_on(b: &dyn crown::backend::Backend) -> crown::election::Term {
 /// was deleted (it has not noticed yet) records nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_backend_records_success_only_while_the_leader_key_exists() {
-    use crown::backend::Backend;
+    use crown::backend::Duties;
     use crown::backend::etcd::{EtcdBackend, EtcdOptions};
     etcd::require_etcd();
     let cluster = etcd::Etcd::start(1);
@@ -459,7 +459,7 @@ async fn etcd_backend_records_success_only_while_the_leader_key_exists() {
 /// noticed yet) records nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_backend_records_success_only_while_the_lease_is_ours() {
-    use crown::backend::Backend;
+    use crown::backend::Duties;
     use crown::backend::kube::{ClientOptions, KubeBackend, set_client_options};
     let env = KubeEnv::start();
     env.kubectl(&["create", "namespace", "crown"]);

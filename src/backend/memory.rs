@@ -2,8 +2,9 @@
 //! the real-backend tests). Handles share one store; each has its own identity, a wall-clock
 //! skew to prove that skew never causes a takeover, and a switch that makes it unreachable.
 
-use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
-use crate::election::lease::{self, Current, Liveness, Observer};
+use super::record::{self, Intent, RecordStore, Write};
+use super::{AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome};
+use crate::election::lease::{Current, Observer};
 use crate::election::{Grant, Identity, Member, Term};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -18,6 +19,8 @@ struct Store {
     current: Option<crate::election::LeaseRecord>,
     history: Vec<Grant>,
     members: BTreeMap<String, Member>,
+    /// Record writes so far: the version a compare-and-swap checks.
+    writes: u64,
     watchers: Vec<Arc<Notify>>,
 }
 
@@ -112,53 +115,84 @@ impl MemoryBackend {
             Ok(())
         }
     }
+}
 
-    /// One campaign attempt against the store (the lease rule, under the store's lock).
-    fn attempt(
-        &self,
-        req: AcquireRequest,
-        observer: &mut Observer,
-    ) -> Result<Outcome, BackendError> {
-        self.check()?;
-        let mut store = self.store.lock().unwrap();
-        let cur = current(&store);
-        let floor = store.history.last().map(|g| g.term).unwrap_or(Term(0));
-        let r = lease::Request {
-            me: &self.me,
-            held: req.held,
-            hold_off: req.hold_off,
-            lease_duration: req.lease_duration,
-            // Observed when the read returned, not when the attempt began.
-            now: tokio::time::Instant::now(),
-            wall_now: self.wall_now(),
-        };
-        let decision =
-            lease::above_history(lease::decide(&cur, observer, &r, Liveness::Unknown), floor);
-        Ok(match decision {
-            lease::Decision::Acquire { record, grant } => {
-                let term = record.term;
-                store.current = Some(record);
-                store.history.push(grant.clone());
-                wake_all(&store);
-                Outcome::Acquired { term, grant }
-            }
-            lease::Decision::Renew { record } => {
-                let term = record.term;
-                store.current = Some(record);
-                wake_all(&store);
-                Outcome::Renewed { term }
-            }
-            lease::Decision::Follow { leader, expires_in } => Outcome::Following {
-                leader,
-                recheck_in: expires_in,
-            },
-            lease::Decision::Lost { leader } => Outcome::Lost { leader },
-            lease::Decision::Refuse { reason } => return Err(BackendError::Corrupt(reason)),
-        })
+/// What a memory write compares against: the store's write count when the record was read.
+/// Also tells a [`MemoryBackend::delay_next_read`] caller, when dropped, that the attempt was
+/// decided on.
+pub struct Version {
+    writes: u64,
+    _done: Option<NotifyOnDrop>,
+}
+
+struct NotifyOnDrop(Arc<Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryBackend {
+    type Version = Version;
+
+    fn me(&self) -> &Identity {
+        &self.me
     }
 
     fn wall_now(&self) -> Timestamp {
         Timestamp::now() + self.skew
+    }
+
+    async fn read(&self, intent: Intent) -> Result<(Current, Version), BackendError> {
+        let slow = match intent {
+            Intent::Attempt { .. } => self.slow_read.lock().unwrap().take(),
+            Intent::Release => None,
+        };
+        let done = match slow {
+            Some((by, done)) => {
+                let done = NotifyOnDrop(done);
+                tokio::time::sleep(by).await;
+                Some(done)
+            }
+            None => None,
+        };
+        self.check()?;
+        let store = self.store.lock().unwrap();
+        let version = Version {
+            writes: store.writes,
+            _done: done,
+        };
+        Ok((current(&store), version))
+    }
+
+    async fn floor(&self, _: &mut Version) -> Result<Option<Term>, BackendError> {
+        let store = self.store.lock().unwrap();
+        Ok(Some(
+            store.history.last().map(|g| g.term).unwrap_or(Term(0)),
+        ))
+    }
+
+    async fn write(&self, version: &mut Version, write: Write<'_>) -> Result<(), BackendError> {
+        let mut store = self.store.lock().unwrap();
+        if store.writes != version.writes {
+            return Err(BackendError::Conflict(
+                "memory backend: the record changed since it was read".into(),
+            ));
+        }
+        let record = match write {
+            Write::Acquire { record, grant } => {
+                store.history.push(grant.clone());
+                record
+            }
+            Write::Renew { record } | Write::Release { record } => record,
+        };
+        store.current = Some(record.clone());
+        store.writes += 1;
+        version.writes = store.writes;
+        wake_all(&store);
+        Ok(())
     }
 }
 
@@ -177,7 +211,7 @@ fn wake_all(store: &Store) {
 }
 
 #[async_trait]
-impl Backend for MemoryBackend {
+impl Lock for MemoryBackend {
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -187,50 +221,26 @@ impl Backend for MemoryBackend {
         req: AcquireRequest,
         observer: &mut Observer,
     ) -> Result<Outcome, BackendError> {
-        let slow = self.slow_read.lock().unwrap().take();
-        if let Some((by, _)) = &slow {
-            tokio::time::sleep(*by).await;
-        }
-        let out = self.attempt(req, observer);
-        if let Some((_, done)) = slow {
-            done.notify_one();
-        }
-        out
+        record::try_acquire_or_renew(self, req, observer).await
     }
 
     async fn release(&self, term: Term) -> Result<(), BackendError> {
-        self.check()?;
-        let mut store = self.store.lock().unwrap();
-        if let Some(rec) = lease::release(&current(&store), &self.me, term, self.wall_now()) {
-            store.current = Some(rec);
-            wake_all(&store);
-        }
-        Ok(())
+        record::release(self, term).await
     }
 
     async fn changed(&self) {
         self.notify.notified().await
     }
+}
 
+#[async_trait]
+impl Observe for MemoryBackend {
     async fn lease(&self) -> Result<LeaseView, BackendError> {
         self.check()?;
         Ok(self
             .record()
             .map(LeaseView::Record)
             .unwrap_or(LeaseView::None))
-    }
-
-    async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
-        self.check()?;
-        let mut s = self.store.lock().unwrap();
-        s.members.insert(member.id.clone(), member.clone());
-        Ok(())
-    }
-
-    async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
-        self.check()?;
-        self.store.lock().unwrap().members.remove(id);
-        Ok(())
     }
 
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
@@ -250,3 +260,22 @@ impl Backend for MemoryBackend {
         Ok(self.store.lock().unwrap().history.clone())
     }
 }
+
+#[async_trait]
+impl Heartbeat for MemoryBackend {
+    async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
+        self.check()?;
+        let mut s = self.store.lock().unwrap();
+        s.members.insert(member.id.clone(), member.clone());
+        Ok(())
+    }
+
+    async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
+        self.check()?;
+        self.store.lock().unwrap().members.remove(id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Duties for MemoryBackend {}

@@ -1,4 +1,4 @@
-//! The state machine that campaigns for the lease through a [`Backend`] and reports
+//! The state machine that campaigns for the lease through a [`Lock`] and reports
 //! [`Event`]s. A private `State` (following or leading) and one `step` per transition, in the
 //! shape of kube-runtime's `watcher`: the spawned task loops over `step` and sends events.
 //!
@@ -14,8 +14,8 @@
 //!   lease: whatever the hook stops is stopped before anyone else can be granted the lease.
 
 use super::lease::Observer;
+use super::lock::{AcquireRequest, BackendError, Lock, Outcome};
 use super::{Config, ConfigError, Event, Identity, LeaderInfo, StopReason, Term};
-use crate::backend::{AcquireRequest, Backend, Outcome};
 use serde::{Deserialize, Serialize};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -237,7 +237,7 @@ impl futures::Stream for Events {
 
 /// Campaigns for the lease; see the module docs.
 pub struct Elector {
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn Lock>,
     cfg: Config,
     me: Identity,
     before_release: Option<(BeforeRelease, Duration)>,
@@ -291,7 +291,7 @@ struct Ctx {
 
 impl Elector {
     /// An elector for `me` over `backend`, after checking `cfg` (see [`Config::validate`]).
-    pub fn new(backend: Arc<dyn Backend>, cfg: Config, me: Identity) -> Result<Self, ConfigError> {
+    pub fn new(backend: Arc<dyn Lock>, cfg: Config, me: Identity) -> Result<Self, ConfigError> {
         cfg.validate()?;
         Ok(Elector {
             backend,
@@ -503,7 +503,7 @@ impl Elector {
                 }
             }
             Ok(Outcome::Renewed { .. } | Outcome::Lost { .. }) => {}
-            Err(crate::backend::BackendError::Forbidden(message)) => {
+            Err(BackendError::Forbidden(message)) => {
                 self.emit(ctx, Event::Fatal { message });
                 return State::Done;
             }
@@ -704,7 +704,7 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 /// has not passed, else abandon it. Each step runs in its own task (a second panic is
 /// contained) and is bounded.
 async fn give_up(
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn Lock>,
     hook: Option<(BeforeRelease, Duration)>,
     held: Held,
     events: &broadcast::Sender<Event>,

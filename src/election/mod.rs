@@ -2,18 +2,20 @@
 //! record every record-based backend stores, the decision rule ([`lease::decide`]) and the
 //! state machine that turns backend answers into [`Event`]s ([`Elector`]).
 //!
-//! Nothing here touches files or sockets: the [`Elector`] talks to a
-//! [`Backend`](crate::backend::Backend) trait object and uses tokio's clock, so the whole core is
+//! Nothing here touches files or sockets, nor imports from the backends: the [`Elector`]
+//! talks to a [`Lock`] trait object (see [`lock`]) and uses tokio's clock, so the whole core is
 //! tested on paused time with the in-memory backend.
 
 mod config;
 mod elector;
 pub mod lease;
+pub mod lock;
 
 pub use config::{Config, ConfigError};
 pub use elector::{
     BeforeRelease, Command, EVENT_BUFFER, Elector, ElectorHandle, Events, Leadership, Role, Status,
 };
+pub use lock::{AcquireRequest, BackendError, Lock, Outcome};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -809,7 +809,7 @@ mod tests {
     struct Stuck;
 
     #[async_trait::async_trait]
-    impl Backend for Stuck {
+    impl crate::backend::Lock for Stuck {
         fn kind(&self) -> &'static str {
             "stuck"
         }
@@ -823,13 +823,11 @@ mod tests {
         async fn release(&self, _: Term) -> Result<(), BackendError> {
             std::future::pending().await
         }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::backend::Observe for Stuck {
         async fn lease(&self) -> Result<LeaseView, BackendError> {
-            std::future::pending().await
-        }
-        async fn publish_member(&self, _: &Member) -> Result<(), BackendError> {
-            std::future::pending().await
-        }
-        async fn remove_member(&self, _: &str) -> Result<(), BackendError> {
             std::future::pending().await
         }
         async fn members(&self) -> Result<Vec<Member>, BackendError> {
@@ -839,6 +837,18 @@ mod tests {
             std::future::pending().await
         }
     }
+
+    #[async_trait::async_trait]
+    impl crate::backend::Heartbeat for Stuck {
+        async fn publish_member(&self, _: &Member) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+        async fn remove_member(&self, _: &str) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+    }
+
+    impl crate::backend::Duties for Stuck {}
 
     fn opts() -> Options {
         Options {

@@ -5,7 +5,9 @@
 use super::campaign::Phase;
 use super::history::{self, UNKNOWN_TIME};
 use super::{EtcdBackend, Holder, OP_TIMEOUT, connection, escape};
-use crate::backend::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
+use crate::backend::{
+    AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome,
+};
 use crate::election::lease::Observer;
 use crate::election::{Grant, LeaseRecord, Member, Term};
 use async_trait::async_trait;
@@ -178,7 +180,7 @@ impl EtcdBackend {
 }
 
 #[async_trait]
-impl Backend for EtcdBackend {
+impl Lock for EtcdBackend {
     fn kind(&self) -> &'static str {
         "etcd"
     }
@@ -235,7 +237,10 @@ impl Backend for EtcdBackend {
             std::future::pending::<()>().await
         }
     }
+}
 
+#[async_trait]
+impl Observe for EtcdBackend {
     async fn lease(&self) -> Result<LeaseView, BackendError> {
         let (Some(l), _) = self.inner.read_leader(OP_TIMEOUT).await? else {
             return Ok(match self.inner.released().await {
@@ -281,6 +286,17 @@ impl Backend for EtcdBackend {
         }))
     }
 
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        self.inner.members().await
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        self.inner.history().await
+    }
+}
+
+#[async_trait]
+impl Heartbeat for EtcdBackend {
     async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
         self.inner.publish_member(member).await
     }
@@ -296,15 +312,10 @@ impl Backend for EtcdBackend {
         }
         self.inner.remove_member(id).await
     }
+}
 
-    async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        self.inner.members().await
-    }
-
-    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-        self.inner.history().await
-    }
-
+#[async_trait]
+impl Duties for EtcdBackend {
     async fn duty(&self) -> Result<Option<crate::backend::duty::DutyRecord>, BackendError> {
         self.read_duty().await
     }

@@ -134,7 +134,7 @@ pub(crate) struct Inner {
     keys: Keys,
     me: Option<Identity>,
     history_limit: usize,
-    /// Wakes the elector ([`Backend::changed`]).
+    /// Wakes the elector ([`Lock::changed`](crate::backend::Lock::changed)).
     notify: Notify,
     campaign: Mutex<Option<CampaignHandle>>,
     timings: Mutex<Option<Timings>>,

@@ -13,6 +13,9 @@
 //! - `D/E.members/<id>.json`: heartbeats;
 //! - `D/E.duty.json`: the success record of a `crown run --once` duty (see `duty.rs`).
 //!
+//! The read-decide-write is the shared glue ([`super::record`]): this backend's version is the
+//! held CAS lock, its liveness probe the alive lock, its floor the history.
+//!
 //! Followers wake on inotify events for the lease file (the `notify` crate) and on the alive
 //! lock becoming free; the retry period is only a backstop.
 //!
@@ -25,8 +28,12 @@ mod history;
 
 pub use fsx::{SafeDir, Sharing};
 
-use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome, validate_election_name};
-use crate::election::lease::{self, Current, Liveness, Observer};
+use super::record::{self, Finish, Intent, RecordStore};
+use super::{
+    AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome,
+    validate_election_name,
+};
+use crate::election::lease::{Current, Liveness, Observer};
 use crate::election::{Grant, Identity, LeaseRecord, Member, Term};
 use async_trait::async_trait;
 use fsx::Bounded;
@@ -463,130 +470,6 @@ impl Inner {
         }
     }
 
-    fn transact(
-        &self,
-        req: AcquireRequest,
-        observer: &mut Observer,
-    ) -> Result<Outcome, BackendError> {
-        let deadline = req.deadline.map(|d| d.into_std());
-        let lock = self.cas_lock(deadline)?;
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            // Our renew deadline passed while we waited: write nothing in this term.
-            return Err(BackendError::Conflict(
-                "renew deadline passed before the write".into(),
-            ));
-        }
-        let cur = self.read_current()?;
-        if let Current::Corrupt {
-            fingerprint,
-            reason,
-        } = &cur
-        {
-            let mut w = self.warned_corrupt.lock().unwrap();
-            if *w != Some(*fingerprint) {
-                tracing::warn!(
-                    "corrupt lease file {}: {reason}; treating it as held until it stays unchanged for the lease duration, then replacing it with a higher term",
-                    self.lease_path.display()
-                );
-                *w = Some(*fingerprint);
-            }
-        }
-        let leading_this = |r: &LeaseRecord| req.held == Some(r.term) && r.holder == self.me.id;
-        // Liveness probe: only for a holder on this host that is not us.
-        let mut probe: Option<File> = None;
-        let mut holder_lock_held = false;
-        let mut liveness = Liveness::Unknown;
-        let freed_at = self.freed_at.lock().unwrap().take();
-        if let Current::Record(r) = &cur
-            && r.is_held()
-            && !leading_this(r)
-            && r.host == self.me.host
-        {
-            let f = self.open_alive()?;
-            match f.try_lock() {
-                Ok(()) => {
-                    let mut s = String::new();
-                    let _ = (&f).take(64).read_to_string(&mut s);
-                    if s.trim().parse::<u64>().ok() == Some(r.term.0) {
-                        liveness = Liveness::HolderGone {
-                            noticed_at: freed_at,
-                        };
-                    }
-                    probe = Some(f);
-                }
-                Err(TryLockError::WouldBlock) => holder_lock_held = true,
-                Err(TryLockError::Error(e)) => tracing::warn!(
-                    "cannot probe {}: {e}",
-                    self.dir.path().join(&self.alive_name).display()
-                ),
-            }
-        }
-        let r = lease::Request {
-            me: &self.me,
-            held: req.held,
-            hold_off: req.hold_off,
-            lease_duration: req.lease_duration,
-            // Observed when the read returned, not when the attempt began.
-            now: tokio::time::Instant::now(),
-            wall_now: Timestamp::now(),
-        };
-        let mut decision = lease::decide(&cur, observer, &r, liveness);
-        if let lease::Decision::Acquire { .. } = decision {
-            decision = lease::above_history(decision, self.term_floor()?);
-        }
-        let outcome = match decision {
-            lease::Decision::Acquire { record, grant } => {
-                // No grant without its history line on disk: a later floor must see it.
-                self.append_history(&grant)?;
-                let alive = self.take_alive(probe.take(), record.term);
-                self.write_record(&record)?;
-                *self.alive.lock().unwrap() = alive;
-                Outcome::Acquired {
-                    term: record.term,
-                    grant,
-                }
-            }
-            lease::Decision::Renew { record } => {
-                let mut alive = self.alive.lock().unwrap();
-                if alive.is_none() {
-                    *alive = self.take_alive(None, record.term);
-                }
-                drop(alive);
-                self.write_record(&record)?;
-                Outcome::Renewed { term: record.term }
-            }
-            lease::Decision::Follow { leader, expires_in } => {
-                if holder_lock_held {
-                    self.arm_waker();
-                }
-                Outcome::Following {
-                    leader,
-                    recheck_in: expires_in,
-                }
-            }
-            lease::Decision::Lost { leader } => {
-                self.alive.lock().unwrap().take();
-                Outcome::Lost { leader }
-            }
-            lease::Decision::Refuse { reason } => return Err(BackendError::Corrupt(reason)),
-        };
-        drop(probe);
-        drop(lock);
-        Ok(outcome)
-    }
-
-    fn release(&self, term: Term) -> Result<(), BackendError> {
-        let lock = self.cas_lock(None)?;
-        let cur = self.read_current()?;
-        let res = match lease::release(&cur, &self.me, term, Timestamp::now()) {
-            Some(rec) => self.write_record(&rec),
-            None => Ok(()),
-        };
-        self.alive.lock().unwrap().take();
-        drop(lock);
-        res
-    }
-
     /// The members directory (created if `create`); `None` if missing.
     fn members_dir(&self, create: bool) -> Result<Option<Arc<SafeDir>>, BackendError> {
         let mut m = self.members.lock().unwrap();
@@ -647,6 +530,167 @@ fn parse_record(bytes: &[u8]) -> Current {
     }
 }
 
+/// One read-decide-write: the short CAS lock held from the read to the write, and the
+/// holder's alive lock if the liveness probe took it (dropped first).
+struct Txn {
+    probe: Option<File>,
+    holder_lock_held: bool,
+    /// Lent to the blocking write while it runs: an attempt the elector gives up on (its
+    /// future dropped mid-write) keeps the lock until the write it started is done.
+    lock: Option<File>,
+}
+
+#[async_trait]
+impl RecordStore for Arc<Inner> {
+    type Version = Txn;
+
+    fn me(&self) -> &Identity {
+        &self.me
+    }
+
+    async fn read(&self, intent: Intent) -> Result<(Current, Txn), BackendError> {
+        let inner = self.clone();
+        blocking(move || {
+            let deadline = match intent {
+                Intent::Attempt { deadline } => deadline.map(|d| d.into_std()),
+                Intent::Release => None,
+            };
+            let lock = inner.cas_lock(deadline)?;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                // Our renew deadline passed while we waited: write nothing in this term.
+                return Err(BackendError::Conflict(
+                    "renew deadline passed before the write".into(),
+                ));
+            }
+            let cur = inner.read_current()?;
+            if let (
+                Intent::Attempt { .. },
+                Current::Corrupt {
+                    fingerprint,
+                    reason,
+                },
+            ) = (intent, &cur)
+            {
+                let mut w = inner.warned_corrupt.lock().unwrap();
+                if *w != Some(*fingerprint) {
+                    tracing::warn!(
+                        "corrupt lease file {}: {reason}; treating it as held until it stays unchanged for the lease duration, then replacing it with a higher term",
+                        inner.lease_path.display()
+                    );
+                    *w = Some(*fingerprint);
+                }
+            }
+            let txn = Txn {
+                probe: None,
+                holder_lock_held: false,
+                lock: Some(lock),
+            };
+            Ok((cur, txn))
+        })
+        .await
+    }
+
+    /// The alive-lock probe: only for a holder on this host that is not us.
+    async fn liveness(
+        &self,
+        current: &Current,
+        held: Option<Term>,
+        txn: &mut Txn,
+    ) -> Result<Liveness, BackendError> {
+        let freed_at = self.freed_at.lock().unwrap().take();
+        let leading_this = |r: &LeaseRecord| held == Some(r.term) && r.holder == self.me.id;
+        let term = match current {
+            Current::Record(r) if r.is_held() && !leading_this(r) && r.host == self.me.host => {
+                r.term
+            }
+            _ => return Ok(Liveness::Unknown),
+        };
+        let inner = self.clone();
+        let (probe, holder_lock_held, liveness) = blocking(move || {
+            let f = inner.open_alive()?;
+            Ok(match f.try_lock() {
+                Ok(()) => {
+                    let mut s = String::new();
+                    let _ = (&f).take(64).read_to_string(&mut s);
+                    let liveness = if s.trim().parse::<u64>().ok() == Some(term.0) {
+                        Liveness::HolderGone {
+                            noticed_at: freed_at,
+                        }
+                    } else {
+                        Liveness::Unknown
+                    };
+                    (Some(f), false, liveness)
+                }
+                Err(TryLockError::WouldBlock) => (None, true, Liveness::Unknown),
+                Err(TryLockError::Error(e)) => {
+                    tracing::warn!(
+                        "cannot probe {}: {e}",
+                        inner.dir.path().join(&inner.alive_name).display()
+                    );
+                    (None, false, Liveness::Unknown)
+                }
+            })
+        })
+        .await?;
+        txn.probe = probe;
+        txn.holder_lock_held = holder_lock_held;
+        Ok(liveness)
+    }
+
+    async fn floor(&self, _: &mut Txn) -> Result<Option<Term>, BackendError> {
+        let inner = self.clone();
+        blocking(move || inner.term_floor().map(Some)).await
+    }
+
+    async fn write(&self, txn: &mut Txn, write: record::Write<'_>) -> Result<(), BackendError> {
+        let inner = self.clone();
+        let lock = txn.lock.take();
+        let probe = txn.probe.take();
+        let (grant, record) = match write {
+            record::Write::Acquire { record, grant } => (Some(grant.clone()), record.clone()),
+            record::Write::Renew { record } | record::Write::Release { record } => {
+                (None, record.clone())
+            }
+        };
+        let renew = matches!(write, record::Write::Renew { .. });
+        let (res, lock) = tokio::task::spawn_blocking(move || {
+            let res = (|| {
+                if let Some(grant) = grant {
+                    // No grant without its history line on disk: a later floor must see it.
+                    inner.append_history(&grant)?;
+                    let alive = inner.take_alive(probe, record.term);
+                    inner.write_record(&record)?;
+                    *inner.alive.lock().unwrap() = alive;
+                    return Ok(());
+                }
+                if renew {
+                    let mut alive = inner.alive.lock().unwrap();
+                    if alive.is_none() {
+                        *alive = inner.take_alive(None, record.term);
+                    }
+                }
+                inner.write_record(&record)
+            })();
+            (res, lock)
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("file backend task failed: {e}")))?;
+        txn.lock = lock;
+        res
+    }
+
+    async fn finish(&self, txn: Txn, how: Finish) {
+        match how {
+            Finish::Following if txn.holder_lock_held => self.arm_waker(),
+            Finish::Lost | Finish::Released => {
+                self.alive.lock().unwrap().take();
+            }
+            _ => {}
+        }
+        drop(txn);
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
 ) -> Result<T, BackendError> {
@@ -656,7 +700,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[async_trait]
-impl Backend for FileBackend {
+impl Lock for FileBackend {
     fn kind(&self) -> &'static str {
         "file"
     }
@@ -666,21 +710,11 @@ impl Backend for FileBackend {
         req: AcquireRequest,
         observer: &mut Observer,
     ) -> Result<Outcome, BackendError> {
-        let inner = self.inner.clone();
-        let mut obs = std::mem::take(observer);
-        let (res, obs) = tokio::task::spawn_blocking(move || {
-            let r = inner.transact(req, &mut obs);
-            (r, obs)
-        })
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("file backend task failed: {e}")))?;
-        *observer = obs;
-        res
+        record::try_acquire_or_renew(&self.inner, req, observer).await
     }
 
     async fn release(&self, term: Term) -> Result<(), BackendError> {
-        let inner = self.inner.clone();
-        blocking(move || inner.release(term)).await
+        record::release(&self.inner, term).await
     }
 
     async fn abandon(&self) {
@@ -690,7 +724,10 @@ impl Backend for FileBackend {
     async fn changed(&self) {
         self.inner.notify.notified().await
     }
+}
 
+#[async_trait]
+impl Observe for FileBackend {
     async fn lease(&self) -> Result<LeaseView, BackendError> {
         let inner = self.inner.clone();
         blocking(move || match inner.read_current()? {
@@ -704,6 +741,19 @@ impl Backend for FileBackend {
         .await
     }
 
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.members()).await
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.read_history()).await
+    }
+}
+
+#[async_trait]
+impl Heartbeat for FileBackend {
     async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
         let inner = self.inner.clone();
         let m = member.clone();
@@ -726,17 +776,10 @@ impl Backend for FileBackend {
         })
         .await
     }
+}
 
-    async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        let inner = self.inner.clone();
-        blocking(move || inner.members()).await
-    }
-
-    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-        let inner = self.inner.clone();
-        blocking(move || inner.read_history()).await
-    }
-
+#[async_trait]
+impl Duties for FileBackend {
     async fn duty(&self) -> Result<Option<crate::backend::duty::DutyRecord>, BackendError> {
         self.duty_async().await
     }

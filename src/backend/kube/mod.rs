@@ -7,8 +7,9 @@
 //!   `create` when there is no Lease yet; never a blind patch or a forced apply.
 //! - `term` = `leaseTransitions` as written by the acquisition: +1 per grant, as client-go
 //!   does when the holder changes.
-//! - The rule is the shared [`lease::decide`]: expiry is judged by this observer's clock since
-//!   it last saw the Lease change, never from `renewTime`.
+//! - The rule is the shared [`crate::election::lease::decide`], through the record glue
+//!   ([`super::record`]; the Lease is the version): expiry is judged by this observer's clock
+//!   since it last saw the Lease change, never from `renewTime`.
 //! - Followers watch the Lease (a field-selected watch), so a release is seen at once; the
 //!   elector's retry period re-reads it as a backstop.
 //! - crown adds an annotation `crown.io/holder` (`{"id","pid","host"}`) for the dashboard; it is
@@ -40,8 +41,9 @@ pub use config::{
     set_client_options,
 };
 
-use super::{AcquireRequest, Backend, BackendError, LeaseView, Outcome};
-use crate::election::lease::{self, Current, Liveness, Observer};
+use super::record::{self, Intent, RecordStore};
+use super::{AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome};
+use crate::election::lease::{Current, Observer};
 use crate::election::{Grant, Identity, LeaseRecord, Member, Role, Term};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -411,7 +413,7 @@ impl KubeBackend {
             .map_err(|e| api_err("get", &format!("pods {name:?}"), &inner.namespace, e))
     }
 
-    /// Starts watching the Lease (idempotent): every change wakes [`Backend::changed`].
+    /// Starts watching the Lease (idempotent): every change wakes [`Lock::changed`].
     pub fn watch(&self) {
         if self.inner.watching.swap(true, Ordering::SeqCst) {
             return;
@@ -732,6 +734,78 @@ impl Inner {
     }
 }
 
+/// The Lease as a record store: the version is the Lease as read (its resourceVersion makes
+/// the write a compare-and-swap).
+#[async_trait]
+impl RecordStore for Inner {
+    type Version = Option<Lease>;
+
+    fn me(&self) -> &Identity {
+        &self.me
+    }
+
+    async fn read(&self, intent: Intent) -> Result<(Current, Option<Lease>), BackendError> {
+        let base = match intent {
+            Intent::Attempt { .. } => {
+                let base = self.read().await?;
+                self.note_resign(base.as_ref());
+                base
+            }
+            Intent::Release => {
+                // Unlabel our Pod before the Lease is free, so the leader Service never
+                // selects two.
+                if let Some(m) = &self.marker {
+                    m.clear(Duration::from_secs(1)).await;
+                }
+                self.get().await?
+            }
+        };
+        Ok((self.current(base.as_ref()), base))
+    }
+
+    async fn floor(&self, _: &mut Option<Lease>) -> Result<Option<Term>, BackendError> {
+        match self.history().await {
+            Ok(h) => Ok(Some(h.iter().map(|g| g.term).max().unwrap_or_default())),
+            Err(e) => {
+                self.warn_once(
+                    "history".into(),
+                    &format!("cannot read the leader history to keep terms increasing: {e}"),
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        base: &mut Option<Lease>,
+        write: record::Write<'_>,
+    ) -> Result<(), BackendError> {
+        match write {
+            record::Write::Acquire { record, grant } => {
+                self.write(record, base.as_ref()).await?;
+                if let Some(m) = &self.marker {
+                    m.set(Some(record.term));
+                }
+                if let Err(e) = self.record_grant(grant).await {
+                    tracing::warn!(
+                        "could not record the grant of term {} as an Event: {e}",
+                        grant.term
+                    );
+                }
+            }
+            record::Write::Renew { record } => {
+                self.write(record, base.as_ref()).await?;
+                if let Some(m) = &self.marker {
+                    m.set(Some(record.term));
+                }
+            }
+            record::Write::Release { record } => self.write(record, base.as_ref()).await?,
+        }
+        Ok(())
+    }
+}
+
 fn labels(election: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME_LABEL.to_string(), "crown".to_string()),
@@ -740,7 +814,7 @@ fn labels(election: &str) -> BTreeMap<String, String> {
 }
 
 #[async_trait]
-impl Backend for KubeBackend {
+impl Lock for KubeBackend {
     fn kind(&self) -> &'static str {
         "kube"
     }
@@ -750,83 +824,11 @@ impl Backend for KubeBackend {
         req: AcquireRequest,
         observer: &mut Observer,
     ) -> Result<Outcome, BackendError> {
-        let inner = &self.inner;
-        let base = inner.read().await?;
-        inner.note_resign(base.as_ref());
-        let cur = inner.current(base.as_ref());
-        if req.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(BackendError::Conflict(
-                "renew deadline passed before the write".into(),
-            ));
-        }
-        let r = lease::Request {
-            me: &inner.me,
-            held: req.held,
-            hold_off: req.hold_off,
-            lease_duration: req.lease_duration,
-            // Observed when the read returned, not when the attempt began.
-            now: Instant::now(),
-            wall_now: Timestamp::now(),
-        };
-        let mut decision = lease::decide(&cur, observer, &r, Liveness::Unknown);
-        if let lease::Decision::Acquire { .. } = decision {
-            // Terms survive a deleted or hand-made Lease: stay above every recorded grant.
-            match inner.history().await {
-                Ok(h) => {
-                    let floor = h.iter().map(|g| g.term).max().unwrap_or_default();
-                    decision = lease::above_history(decision, floor);
-                }
-                Err(e) => inner.warn_once(
-                    "history".into(),
-                    &format!("cannot read the leader history to keep terms increasing: {e}"),
-                ),
-            }
-        }
-        match decision {
-            lease::Decision::Acquire { record, grant } => {
-                inner.write(&record, base.as_ref()).await?;
-                if let Some(m) = &inner.marker {
-                    m.set(Some(record.term));
-                }
-                if let Err(e) = inner.record_grant(&grant).await {
-                    tracing::warn!(
-                        "could not record the grant of term {} as an Event: {e}",
-                        grant.term
-                    );
-                }
-                Ok(Outcome::Acquired {
-                    term: record.term,
-                    grant,
-                })
-            }
-            lease::Decision::Renew { record } => {
-                inner.write(&record, base.as_ref()).await?;
-                if let Some(m) = &inner.marker {
-                    m.set(Some(record.term));
-                }
-                Ok(Outcome::Renewed { term: record.term })
-            }
-            lease::Decision::Follow { leader, expires_in } => Ok(Outcome::Following {
-                leader,
-                recheck_in: expires_in,
-            }),
-            lease::Decision::Lost { leader } => Ok(Outcome::Lost { leader }),
-            lease::Decision::Refuse { reason } => Err(BackendError::Corrupt(reason)),
-        }
+        record::try_acquire_or_renew(&*self.inner, req, observer).await
     }
 
     async fn release(&self, term: Term) -> Result<(), BackendError> {
-        let inner = &self.inner;
-        // Unlabel our Pod before the Lease is free, so the leader Service never selects two.
-        if let Some(m) = &inner.marker {
-            m.clear(Duration::from_secs(1)).await;
-        }
-        let base = inner.get().await?;
-        let cur = inner.current(base.as_ref());
-        if let Some(rec) = lease::release(&cur, &inner.me, term, Timestamp::now()) {
-            inner.write(&rec, base.as_ref()).await?;
-        }
-        Ok(())
+        record::release(&*self.inner, term).await
     }
 
     async fn abandon(&self) {
@@ -845,7 +847,10 @@ impl Backend for KubeBackend {
             std::future::pending::<()>().await
         }
     }
+}
 
+#[async_trait]
+impl Observe for KubeBackend {
     fn namespace(&self) -> Option<(String, &'static str)> {
         Some((
             self.inner.namespace.clone(),
@@ -861,6 +866,43 @@ impl Backend for KubeBackend {
         })
     }
 
+    /// Heartbeats from member Leases and from Pod annotations; a source this identity may
+    /// not list is skipped (an error only when both are refused or unreachable).
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        let inner = &self.inner;
+        let from_leases = inner
+            .leases
+            .list(&ListParams::default().labels(&format!("{ELECTION_LABEL}={}", inner.election)))
+            .await
+            .map_err(|e| api_err("list", "leases.coordination.k8s.io", &inner.namespace, e))
+            .map(|list| {
+                list.items
+                    .iter()
+                    .filter_map(|l| l.metadata.annotations.as_ref()?.get(MEMBER_ANNOTATION))
+                    .filter_map(|s| serde_json::from_str::<Member>(s).ok())
+                    .collect::<Vec<_>>()
+            });
+        let from_pods = pods::members(&inner.pods, &inner.namespace, &inner.name).await;
+        let mut out: Vec<Member> = match (from_leases, from_pods) {
+            (Err(e), Err(_)) => return Err(e),
+            (a, b) => a
+                .unwrap_or_default()
+                .into_iter()
+                .chain(b.unwrap_or_default())
+                .collect(),
+        };
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        Ok(out)
+    }
+
+    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
+        self.inner.history().await
+    }
+}
+
+#[async_trait]
+impl Heartbeat for KubeBackend {
     async fn publish_member(&self, m: &Member) -> Result<(), BackendError> {
         let inner = &self.inner;
         {
@@ -955,41 +997,10 @@ impl Backend for KubeBackend {
             )),
         }
     }
+}
 
-    /// Heartbeats from member Leases and from Pod annotations; a source this identity may
-    /// not list is skipped (an error only when both are refused or unreachable).
-    async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        let inner = &self.inner;
-        let from_leases = inner
-            .leases
-            .list(&ListParams::default().labels(&format!("{ELECTION_LABEL}={}", inner.election)))
-            .await
-            .map_err(|e| api_err("list", "leases.coordination.k8s.io", &inner.namespace, e))
-            .map(|list| {
-                list.items
-                    .iter()
-                    .filter_map(|l| l.metadata.annotations.as_ref()?.get(MEMBER_ANNOTATION))
-                    .filter_map(|s| serde_json::from_str::<Member>(s).ok())
-                    .collect::<Vec<_>>()
-            });
-        let from_pods = pods::members(&inner.pods, &inner.namespace, &inner.name).await;
-        let mut out: Vec<Member> = match (from_leases, from_pods) {
-            (Err(e), Err(_)) => return Err(e),
-            (a, b) => a
-                .unwrap_or_default()
-                .into_iter()
-                .chain(b.unwrap_or_default())
-                .collect(),
-        };
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out.dedup_by(|a, b| a.id == b.id);
-        Ok(out)
-    }
-
-    async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-        self.inner.history().await
-    }
-
+#[async_trait]
+impl Duties for KubeBackend {
     async fn duty(&self) -> Result<Option<crate::once::DutyRecord>, BackendError> {
         self.inner.read_duty().await
     }
