@@ -461,6 +461,24 @@ impl World {
         self.spawn();
     }
 
+    /// The own timestamp of member `i`'s first line `event` (in `term`) read after `after`.
+    fn line_time(
+        &self,
+        i: usize,
+        event: &str,
+        term: Option<u64>,
+        after: Instant,
+    ) -> Option<jiff::Timestamp> {
+        self.members[i]
+            .p
+            .lines()
+            .iter()
+            .find(|l| {
+                l.at >= after && l.event() == event && term.is_none_or(|t| l.term() == Some(t))
+            })
+            .map(|l| l.timestamp())
+    }
+
     /// Every member's log lines since `t0`, in the order the test read them: when read (from
     /// `t0`), the line's own timestamp, who, event, term and message. For violation reports.
     fn timeline(&self, t0: Instant) -> String {
@@ -617,17 +635,23 @@ impl World {
                     p.block();
                 }
                 let down = self.wait_line(l, "stopped_leading", Some(term), t0, RECOVER);
-                let (_, new_term, granted) = self
+                let (next, new_term, _) = self
                     .wait_leader(term, Some(l), RECOVER)
                     .ok_or("no new leader after cutting the leader off")?;
                 let down = down.ok_or("the cut-off leader did not step down")?;
                 old_stopped = Some(down);
-                if granted < down {
+                // Judged in process time, on the two log lines' own timestamps: the test's
+                // reading of the output pipes may lag on a loaded machine.
+                let stopped_at = self.line_time(l, "stopped_leading", Some(term), t0);
+                let granted_at = self.line_time(next, "became_leader", Some(new_term), t0);
+                if let (Some(stopped_at), Some(granted_at)) = (stopped_at, granted_at)
+                    && granted_at < stopped_at
+                {
                     let id = self.members[l].p.id.clone();
                     let timeline = self.timeline(t0);
                     self.fail(format!(
-                        "fault {n}: {id} (term {term}) was cut off and stepped down {:?} after its successor was granted\n{timeline}",
-                        down - granted
+                        "fault {n}: {id} (term {term}) was cut off and stepped down {:#} after its successor was granted\n{timeline}",
+                        stopped_at.duration_since(granted_at)
                     ));
                 }
                 for p in &self.members[l].proxies {

@@ -43,6 +43,8 @@ pub struct Participant {
     pub child: Child,
     pub lines: Lines,
     pub raw: Arc<Mutex<Vec<String>>>,
+    /// Set when the reader has seen the end of stderr.
+    eof: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn timings_fast() -> Vec<String> {
@@ -95,10 +97,12 @@ impl Participant {
     pub fn from_child(id: &str, mut child: Child) -> Participant {
         let lines: Lines = Arc::new((Mutex::new(vec![]), Condvar::new()));
         let raw = Arc::new(Mutex::new(vec![]));
+        let eof = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let err = child.stderr.take().expect("stderr piped");
         {
             let lines = lines.clone();
             let raw = raw.clone();
+            let eof = eof.clone();
             std::thread::spawn(move || {
                 for l in BufReader::new(err).lines() {
                     let Ok(l) = l else { break };
@@ -112,6 +116,7 @@ impl Participant {
                         cv.notify_all();
                     }
                 }
+                eof.store(true, std::sync::atomic::Ordering::SeqCst);
             });
         }
         Participant {
@@ -119,6 +124,7 @@ impl Participant {
             child,
             lines,
             raw,
+            eof,
         }
     }
 
@@ -155,11 +161,16 @@ impl Participant {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
 
-    /// Waits for the process to exit (bounded) and returns its code.
+    /// Waits for the process to exit (bounded) and returns its code, once its last output
+    /// lines have been read too (up to 2 s more: a child that inherited stderr may hold it).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                let read = Instant::now() + Duration::from_secs(2);
+                while !self.eof.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < read {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return st.code();
             }
             if Instant::now() >= deadline {
