@@ -530,14 +530,19 @@ fn parse_record(bytes: &[u8]) -> Current {
     }
 }
 
-/// One read-decide-write: the short CAS lock held from the read to the write, and the
-/// holder's alive lock if the liveness probe took it (dropped first).
+/// One read-decide-write. The record is read without the compare-and-swap lock (it is
+/// replaced by an atomic rename, so a read is never torn); the write takes the lock, reads the
+/// record again and writes only if it is still what was read, all in one blocking task. The
+/// lock is so held for microseconds, by one thread: a participant frozen (SIGSTOP) or starved
+/// between the read and the write holds nothing that others wait for. The holder's alive lock,
+/// if the liveness probe took it, is in `probe`.
 struct Txn {
     probe: Option<File>,
     holder_lock_held: bool,
-    /// Lent to the blocking write while it runs: an attempt the elector gives up on (its
-    /// future dropped mid-write) keeps the lock until the write it started is done.
-    lock: Option<File>,
+    /// The record as read: the version the write compares against.
+    seen: Current,
+    /// A renewal's renew deadline: past it, nothing is written.
+    deadline: Option<std::time::Instant>,
 }
 
 #[async_trait]
@@ -555,9 +560,8 @@ impl RecordStore for Arc<Inner> {
                 Intent::Attempt { deadline } => deadline.map(|d| d.into_std()),
                 Intent::Release => None,
             };
-            let lock = inner.cas_lock(deadline)?;
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                // Our renew deadline passed while we waited: write nothing in this term.
+                // Our renew deadline has passed: write nothing in this term.
                 return Err(BackendError::Conflict(
                     "renew deadline passed before the write".into(),
                 ));
@@ -583,7 +587,8 @@ impl RecordStore for Arc<Inner> {
             let txn = Txn {
                 probe: None,
                 holder_lock_held: false,
-                lock: Some(lock),
+                seen: cur.clone(),
+                deadline,
             };
             Ok((cur, txn))
         })
@@ -644,8 +649,9 @@ impl RecordStore for Arc<Inner> {
 
     async fn write(&self, txn: &mut Txn, write: record::Write<'_>) -> Result<(), BackendError> {
         let inner = self.clone();
-        let lock = txn.lock.take();
         let probe = txn.probe.take();
+        let seen = txn.seen.clone();
+        let deadline = txn.deadline;
         let (grant, record) = match write {
             record::Write::Acquire { record, grant } => (Some(grant.clone()), record.clone()),
             record::Write::Renew { record } | record::Write::Release { record } => {
@@ -653,30 +659,39 @@ impl RecordStore for Arc<Inner> {
             }
         };
         let renew = matches!(write, record::Write::Renew { .. });
-        let (res, lock) = tokio::task::spawn_blocking(move || {
-            let res = (|| {
-                if let Some(grant) = grant {
-                    // No grant without its history line on disk: a later floor must see it.
-                    inner.append_history(&grant)?;
-                    let alive = inner.take_alive(probe, record.term);
-                    inner.write_record(&record)?;
-                    *inner.alive.lock().unwrap() = alive;
-                    return Ok(());
+        // One blocking task from the lock to the last write: an attempt the elector gives up
+        // on (its future dropped) cannot free the lock under a write still in flight.
+        blocking(move || {
+            let _lock = inner.cas_lock(deadline)?;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                // Our renew deadline passed while we waited: write nothing in this term.
+                return Err(BackendError::Conflict(
+                    "renew deadline passed before the write".into(),
+                ));
+            }
+            if inner.read_current()? != seen {
+                return Err(BackendError::Conflict(format!(
+                    "{} changed since it was read",
+                    inner.lease_path.display()
+                )));
+            }
+            if let Some(grant) = grant {
+                // No grant without its history line on disk: a later floor must see it.
+                inner.append_history(&grant)?;
+                let alive = inner.take_alive(probe, record.term);
+                inner.write_record(&record)?;
+                *inner.alive.lock().unwrap() = alive;
+                return Ok(());
+            }
+            if renew {
+                let mut alive = inner.alive.lock().unwrap();
+                if alive.is_none() {
+                    *alive = inner.take_alive(None, record.term);
                 }
-                if renew {
-                    let mut alive = inner.alive.lock().unwrap();
-                    if alive.is_none() {
-                        *alive = inner.take_alive(None, record.term);
-                    }
-                }
-                inner.write_record(&record)
-            })();
-            (res, lock)
+            }
+            inner.write_record(&record)
         })
         .await
-        .map_err(|e| BackendError::Unavailable(format!("file backend task failed: {e}")))?;
-        txn.lock = lock;
-        res
     }
 
     async fn finish(&self, txn: Txn, how: Finish) {
