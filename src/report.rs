@@ -56,7 +56,7 @@ pub enum StatusLease {
     },
     /// An election's leader key and its session lease (etcd).
     Election {
-        /// The leader key (escaped).
+        /// The leader key (raw; the text output escapes it).
         key: String,
         /// The session lease id, in hex as etcdctl prints it.
         lease_id: String,
@@ -73,7 +73,7 @@ pub enum StatusLease {
         term: Term,
         /// When (the resigning leader's wall clock).
         released_at: Timestamp,
-        /// Who resigned (escaped).
+        /// Who resigned (raw; the text output escapes it).
         released_by: String,
     },
 }
@@ -89,10 +89,10 @@ impl StatusLease {
                 duration_ms: (r.lease_duration_ms > 0).then_some(r.lease_duration_ms),
                 revision: r.revision,
                 released_at: r.released_at,
-                released_by: r.released_by.as_deref().map(|b| escape(b).into_owned()),
+                released_by: r.released_by.clone(),
             },
             LeaseView::Election(e) => StatusLease::Election {
-                key: escape(&e.key).into_owned(),
+                key: e.key.clone(),
                 lease_id: format!("{:x}", e.lease_id),
                 granted_ttl_s: e.granted_ttl_s,
                 ttl_remaining_s: e.ttl_remaining_s,
@@ -101,7 +101,7 @@ impl StatusLease {
             LeaseView::Resigned(r) => StatusLease::Resigned {
                 term: r.term,
                 released_at: r.at,
-                released_by: escape(&r.by).into_owned(),
+                released_by: r.by.clone(),
             },
         })
     }
@@ -116,7 +116,7 @@ impl StatusLease {
                 ..
             } => format!(
                 "released at {at} by {}",
-                released_by.as_deref().unwrap_or("-")
+                escape(released_by.as_deref().unwrap_or("-"))
             ),
             StatusLease::Record {
                 renewed_at,
@@ -135,7 +135,8 @@ impl StatusLease {
                 ttl_remaining_s,
                 ..
             } => format!(
-                "key {key}, session lease {lease_id}, ttl {}s of {}s",
+                "key {}, session lease {lease_id}, ttl {}s of {}s",
+                escape(key),
                 opt(ttl_remaining_s.map(|s| s.to_string())),
                 opt(granted_ttl_s.map(|s| s.to_string())),
             ),
@@ -143,7 +144,10 @@ impl StatusLease {
                 term,
                 released_at,
                 released_by,
-            } => format!("resigned at {released_at} by {released_by} (term {term})"),
+            } => format!(
+                "resigned at {released_at} by {} (term {term})",
+                escape(released_by)
+            ),
         }
     }
 }
