@@ -93,7 +93,8 @@ impl StatusLease {
             },
             LeaseView::Election(e) => StatusLease::Election {
                 key: e.key.clone(),
-                lease_id: format!("{:x}", e.lease_id),
+                // 16 digits, as `etcdctl lease grant` and `lease list` print it.
+                lease_id: format!("{:016x}", e.lease_id),
                 granted_ttl_s: e.granted_ttl_s,
                 ttl_remaining_s: e.ttl_remaining_s,
                 mod_revision: e.mod_revision,
@@ -540,7 +541,10 @@ mod tests {
             "{text:?}"
         );
         assert_eq!(text.lines().count(), 7, "{text}");
-        assert!(text.contains("session lease 694d, ttl -s of 10s"), "{text}");
+        assert!(
+            text.contains("session lease 000000000000694d, ttl -s of 10s"),
+            "{text}"
+        );
         let rows = vec![HistoryRow {
             grant: Grant {
                 term: Term(3),

@@ -1404,7 +1404,7 @@ fn status_shows_the_real_session_lease_and_no_invented_record() {
     let lease = &s["lease"];
     assert_eq!(lease["source"], "election", "{s}");
     let id = leader_lease(&e);
-    assert_eq!(lease["lease_id"], id.as_str(), "{s}");
+    assert_eq!(lease["lease_id"], format!("{id:0>16}"), "{s}");
     let (granted, left) = lease_ttl(&e, &id);
     assert_eq!(lease["granted_ttl_s"].as_u64(), Some(granted), "{s}");
     let shown = lease["ttl_remaining_s"].as_i64().unwrap();
@@ -1433,7 +1433,7 @@ fn status_shows_the_real_session_lease_and_no_invented_record() {
     assert_eq!(s["leader"]["term"].as_u64(), Some(term), "{s}");
     assert_eq!(lease["source"], "election", "{s}");
     let id = leader_lease(&e);
-    assert_eq!(lease["lease_id"], id.as_str(), "{s}");
+    assert_eq!(lease["lease_id"], format!("{id:0>16}"), "{s}");
     assert_eq!(
         lease["granted_ttl_s"].as_u64(),
         Some(lease_ttl(&e, &id).0),
@@ -1442,7 +1442,7 @@ fn status_shows_the_real_session_lease_and_no_invented_record() {
     assert!(lease.get("renewed_at").is_none(), "{s}");
     let (_, text, _) = crown(&["status", "--backend", "etcd", "--endpoints", &eps]);
     assert!(
-        text.contains(&format!("session lease {id}, ttl ")),
+        text.contains(&format!("session lease {id:0>16}, ttl ")),
         "{text}"
     );
 
