@@ -2,7 +2,12 @@
 //!
 //! Status JSON:
 //! `{"election", "backend", "leader": {"id","term","pid","host","since"} | null,
-//!   "members": [{"id","pid","host","role","term","heartbeat_age_ms"}]}`.
+//!   "lease": {"source": "record"|"election"|"resigned", ...} | null,
+//!   "members": [{"id","pid","host","role","term","heartbeat_age_ms"}], "duty"}`.
+//! `lease` says what the backend stores and nothing more: a record backend's
+//! `{"source":"record","renewed_at","duration_ms","revision","released_at"?,"released_by"?}`,
+//! etcd's `{"source":"election","key","lease_id","granted_ttl_s","ttl_remaining_s","mod_revision"}`
+//! or `{"source":"resigned","term","released_at","released_by"}`; unknown values are `null`.
 //! History JSON: an array, oldest first, of
 //! `{"term","holder","pid","host","acquired_at","previous_holder","previous_end","gap_ms","ended"}`
 //! where `ended` is how the grant ended (`released`, `expired`, `holder_died`, `corrupt`) or
@@ -28,6 +33,124 @@ pub struct StatusLeader {
     pub host: Option<String>,
     /// Grant time.
     pub since: Option<Timestamp>,
+}
+
+/// The lease in a status report: what the backend really stores, by kind of backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum StatusLease {
+    /// A stored lease record (file, Kubernetes Lease).
+    Record {
+        /// Last renewal (holder's wall clock); `null` when the record has none.
+        renewed_at: Option<Timestamp>,
+        /// The holder's lease duration; `null` when the record has none.
+        duration_ms: Option<u64>,
+        /// The record's revision (bumped on every write by crown; 0 for a foreign writer).
+        revision: u64,
+        /// When it was released, if it was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        released_at: Option<Timestamp>,
+        /// Who released it, if it was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        released_by: Option<String>,
+    },
+    /// An election's leader key and its session lease (etcd).
+    Election {
+        /// The leader key (raw; the text output escapes it).
+        key: String,
+        /// The session lease id, in hex as etcdctl prints it.
+        lease_id: String,
+        /// The session lease's granted TTL, in seconds; `null` if unreadable.
+        granted_ttl_s: Option<u64>,
+        /// Seconds the session lease has left, as etcd says; `null` if unreadable or gone.
+        ttl_remaining_s: Option<u64>,
+        /// The leader key's last modification revision.
+        mod_revision: u64,
+    },
+    /// No leader key; the last leader resigned (etcd's resign record).
+    Resigned {
+        /// The term that ended.
+        term: Term,
+        /// When (the resigning leader's wall clock).
+        released_at: Timestamp,
+        /// Who resigned (raw; the text output escapes it).
+        released_by: String,
+    },
+}
+
+impl StatusLease {
+    /// The lease part of a status report.
+    pub fn from_view(view: &LeaseView) -> Option<StatusLease> {
+        let known = |t: Timestamp| (t != Timestamp::UNIX_EPOCH).then_some(t);
+        Some(match view {
+            LeaseView::None => return None,
+            LeaseView::Record(r) => StatusLease::Record {
+                renewed_at: known(r.renewed_at),
+                duration_ms: (r.lease_duration_ms > 0).then_some(r.lease_duration_ms),
+                revision: r.revision,
+                released_at: r.released_at,
+                released_by: r.released_by.clone(),
+            },
+            LeaseView::Election(e) => StatusLease::Election {
+                key: e.key.clone(),
+                // 16 digits, as `etcdctl lease grant` and `lease list` print it.
+                lease_id: format!("{:016x}", e.lease_id),
+                granted_ttl_s: e.granted_ttl_s,
+                ttl_remaining_s: e.ttl_remaining_s,
+                mod_revision: e.mod_revision,
+            },
+            LeaseView::Resigned(r) => StatusLease::Resigned {
+                term: r.term,
+                released_at: r.at,
+                released_by: r.by.clone(),
+            },
+        })
+    }
+
+    /// One line for `crown status` text output.
+    fn line(&self) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        match self {
+            StatusLease::Record {
+                released_at: Some(at),
+                released_by,
+                ..
+            } => format!(
+                "released at {at} by {}",
+                escape(released_by.as_deref().unwrap_or("-"))
+            ),
+            StatusLease::Record {
+                renewed_at,
+                duration_ms,
+                revision,
+                ..
+            } => format!(
+                "record renewed {}, duration {}, revision {revision}",
+                opt(renewed_at.map(|t| t.to_string())),
+                opt(duration_ms.map(short_ms)),
+            ),
+            StatusLease::Election {
+                key,
+                lease_id,
+                granted_ttl_s,
+                ttl_remaining_s,
+                ..
+            } => format!(
+                "key {}, session lease {lease_id}, ttl {}s of {}s",
+                escape(key),
+                opt(ttl_remaining_s.map(|s| s.to_string())),
+                opt(granted_ttl_s.map(|s| s.to_string())),
+            ),
+            StatusLease::Resigned {
+                term,
+                released_at,
+                released_by,
+            } => format!(
+                "resigned at {released_at} by {} (term {term})",
+                escape(released_by)
+            ),
+        }
+    }
 }
 
 /// How long a one-shot read (`crown status`, `crown history`) may take once the backend is
@@ -81,6 +204,8 @@ pub struct StatusReport {
     pub backend: String,
     /// Current leader, if the lease is held.
     pub leader: Option<StatusLeader>,
+    /// The lease as the backend stores it; `None` when there is none.
+    pub lease: Option<StatusLease>,
     /// Members with a heartbeat.
     pub members: Vec<StatusMember>,
     /// The duty of `crown run --once`: `null` when no success is recorded.
@@ -143,20 +268,19 @@ pub async fn status(backend: &dyn Backend, election: &str) -> Result<StatusRepor
     let members = backend.members().await?;
     let duty = duty(backend).await?;
     let now = Timestamp::now();
-    let leader = match lease {
-        LeaseView::Record(r) => r.leader().map(|l| StatusLeader {
-            id: l.id,
-            term: l.term,
-            pid: l.pid,
-            host: l.host,
-            since: l.since,
-        }),
-        LeaseView::None => None,
-    };
+    let leader = lease.leader().map(|l| StatusLeader {
+        id: l.id,
+        term: l.term,
+        pid: l.pid,
+        host: l.host,
+        since: l.since,
+    });
+    let lease = StatusLease::from_view(&lease);
     Ok(StatusReport {
         election: election.to_string(),
         backend: backend.kind().to_string(),
         leader,
+        lease,
         members: members
             .into_iter()
             .map(|m: Member| StatusMember {
@@ -230,6 +354,9 @@ pub fn status_text(r: &StatusReport, wide: bool) -> String {
         }
         None => s += "leader    none\n",
     }
+    if let Some(l) = &r.lease {
+        s += &format!("lease     {}\n", l.line());
+    }
     if let Some(d) = &r.duty {
         s += &match (&d.error, d.term, &d.holder, d.finished_at) {
             (Some(e), ..) => format!("duty      unreadable: {}\n", escape(e)),
@@ -296,12 +423,13 @@ pub fn history_rows(grants: Vec<Grant>, lease: Option<&LeaseView>) -> Vec<Histor
         .skip(1)
         .map(|g| g.previous_end)
         .chain(std::iter::once(match lease {
-            Some(LeaseView::Record(r))
-                if !r.is_held() && Some(r.term) == grants.last().map(|g| g.term) =>
-            {
-                Some(EndKind::Released)
-            }
-            _ => None,
+            Some(view) => match view.released() {
+                Some((term, _)) if Some(term) == grants.last().map(|g| g.term) => {
+                    Some(EndKind::Released)
+                }
+                _ => None,
+            },
+            None => None,
         }))
         .collect();
     grants
@@ -373,6 +501,20 @@ mod tests {
                 host: Some(evil.into()),
                 since: None,
             }),
+            lease: StatusLease::from_view(&LeaseView::Election(crate::backend::ElectionView {
+                leader: crate::election::LeaderInfo {
+                    id: evil.into(),
+                    term: Term(3),
+                    pid: None,
+                    host: None,
+                    since: None,
+                },
+                key: evil.into(),
+                lease_id: 0x694d,
+                granted_ttl_s: Some(10),
+                ttl_remaining_s: None,
+                mod_revision: 3,
+            })),
             members: vec![StatusMember {
                 id: evil.into(),
                 pid: 1,
@@ -391,14 +533,18 @@ mod tests {
             }),
         };
         let text = status_text(&r, false);
-        assert_eq!(status_text(&r, true).lines().count(), 6);
+        assert_eq!(status_text(&r, true).lines().count(), 7);
         assert!(
             !text
                 .chars()
                 .any(|c| c != '\n' && crate::text::unsafe_char(c)),
             "{text:?}"
         );
-        assert_eq!(text.lines().count(), 6, "{text}");
+        assert_eq!(text.lines().count(), 7, "{text}");
+        assert!(
+            text.contains("session lease 000000000000694d, ttl -s of 10s"),
+            "{text}"
+        );
         let rows = vec![HistoryRow {
             grant: Grant {
                 term: Term(3),

@@ -382,7 +382,15 @@ fn output_formats_yaml_wide_and_aligned_tables() {
     let (c, wide, _) = crown(&["status", "--dir", dir, "-o", "wide"]);
     assert_eq!(c, 0);
     for (out, cols) in [(&text, 4), (&wide, 6)] {
-        let table: Vec<&str> = out.lines().skip(3).collect();
+        // election, leader, lease and members lines, then the table.
+        let table: Vec<&str> = out.lines().skip(4).collect();
+        assert!(
+            out.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("lease     record renewed "),
+            "{out}"
+        );
         assert_eq!(table.len(), 3, "{out}");
         assert_eq!(table[0].split_whitespace().count(), cols, "{out}");
         // Every column starts where its header starts.

@@ -1396,3 +1396,76 @@ fn the_library_campaigns_through_a_client_it_built_itself() {
     b.signal(Signal::SIGTERM);
     assert_eq!(b.wait_exit(T), Some(0));
 }
+
+/// The session lease `id` (hex) as `etcdctl lease timetolive` reports it: (granted TTL, TTL left).
+fn lease_ttl(e: &Etcd, id: &str) -> (u64, i64) {
+    let out = e.etcdctl(&["lease", "timetolive", id, "-w", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    (
+        v["granted-ttl"].as_u64().unwrap(),
+        v["ttl"].as_i64().unwrap(),
+    )
+}
+
+#[test]
+fn status_shows_the_real_session_lease_and_no_invented_record() {
+    let e = Etcd::start(1);
+    let eps = e.endpoints();
+    // A foreign leader (etcdctl elect, its own session lease): what etcd stores, nothing else.
+    let mut ctl = e.elect("crown", "ctl-leader");
+    eventually("etcdctl elected", T, || ctl.elected().then_some(()));
+    let s = json_of("status", &eps);
+    let lease = &s["lease"];
+    assert_eq!(lease["source"], "election", "{s}");
+    let id = leader_lease(&e);
+    assert_eq!(lease["lease_id"], format!("{id:0>16}"), "{s}");
+    let (granted, left) = lease_ttl(&e, &id);
+    assert_eq!(lease["granted_ttl_s"].as_u64(), Some(granted), "{s}");
+    let shown = lease["ttl_remaining_s"].as_i64().unwrap();
+    assert!(
+        shown <= granted as i64 && shown + 5 >= left,
+        "{s}: etcd says {left}"
+    );
+    assert!(lease["key"].as_str().unwrap().starts_with("crown/"), "{s}");
+    for invented in ["renewed_at", "duration_ms", "revision"] {
+        assert!(lease.get(invented).is_none(), "{invented} in {s}");
+    }
+    // A foreign leader's grant time, pid and host are unknown: null, not made up.
+    assert_eq!(s["leader"]["id"], "ctl-leader");
+    assert!(
+        s["leader"]["pid"].is_null() && s["leader"]["since"].is_null(),
+        "{s}"
+    );
+    ctl.resign();
+
+    // A crown leader: its own session lease.
+    let mut a = spawn(&eps, "a");
+    let term = leader_term(&a);
+    let s = json_of("status", &eps);
+    let lease = &s["lease"];
+    assert_eq!(s["leader"]["id"], "a", "{s}");
+    assert_eq!(s["leader"]["term"].as_u64(), Some(term), "{s}");
+    assert_eq!(lease["source"], "election", "{s}");
+    let id = leader_lease(&e);
+    assert_eq!(lease["lease_id"], format!("{id:0>16}"), "{s}");
+    assert_eq!(
+        lease["granted_ttl_s"].as_u64(),
+        Some(lease_ttl(&e, &id).0),
+        "{s}"
+    );
+    assert!(lease.get("renewed_at").is_none(), "{s}");
+    let (_, text, _) = crown(&["status", "--backend", "etcd", "--endpoints", &eps]);
+    assert!(
+        text.contains(&format!("session lease {id:0>16}, ttl ")),
+        "{text}"
+    );
+
+    // Resigned: the resign record, and no leader.
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.wait_exit(T), Some(0));
+    let s = json_of("status", &eps);
+    assert!(s["leader"].is_null(), "{s}");
+    assert_eq!(s["lease"]["source"], "resigned", "{s}");
+    assert_eq!(s["lease"]["released_by"], "a", "{s}");
+    assert_eq!(s["lease"]["term"].as_u64(), Some(term), "{s}");
+}

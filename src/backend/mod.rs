@@ -27,17 +27,88 @@ pub(crate) mod tasks;
 
 pub use crate::election::lock::{AcquireRequest, BackendError, Lock, Outcome};
 
-use crate::election::{Grant, LeaseRecord, Member};
+use crate::election::{Grant, LeaderInfo, LeaseRecord, Member, Term};
 use async_trait::async_trait;
 use duty::{DutyRecord, Removed};
+use jiff::Timestamp;
 
-/// A one-shot view of the lease for `crown status`.
+/// A one-shot view of the lease for `crown status`: what the backend really stores, nothing
+/// invented. Record backends (file, Kubernetes Lease) store a [`LeaseRecord`]; etcd stores no
+/// record, only the first candidate key and its session lease ([`ElectionView`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseView {
-    /// No lease record yet.
+    /// No lease record yet (or, on etcd, no candidate key and no resign record).
     None,
-    /// The record as stored.
+    /// The record as stored (file, Kubernetes).
     Record(LeaseRecord),
+    /// An election's leader key and its session lease (etcd).
+    Election(ElectionView),
+    /// No leader key; the last leader resigned, as its resign record says (etcd).
+    Resigned(Resigned),
+}
+
+/// The leader of a key-and-session election (etcd), as stored: the first candidate key by
+/// creation revision, and the session lease it is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionView {
+    /// The leader: id, term (the key's create revision) and, for a crown leader, pid, host and
+    /// grant time from its heartbeat and history (`None` where unknown, e.g. a foreign leader).
+    pub leader: LeaderInfo,
+    /// The leader key (raw, lossy UTF-8; escape before showing).
+    pub key: String,
+    /// The session lease id the key is attached to.
+    pub lease_id: i64,
+    /// The session lease's granted TTL in seconds (`None` if the lease could not be read).
+    pub granted_ttl_s: Option<u64>,
+    /// Seconds the session lease has left, as etcd says (`None` if unreadable or gone).
+    pub ttl_remaining_s: Option<u64>,
+    /// The key's last modification revision.
+    pub mod_revision: u64,
+}
+
+/// An election whose last leader resigned (etcd's resign record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resigned {
+    /// The term that ended.
+    pub term: Term,
+    /// When (the resigning leader's wall clock).
+    pub at: Timestamp,
+    /// Who resigned (raw; escape before showing).
+    pub by: String,
+}
+
+impl LeaseView {
+    /// The leader it names, if any.
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        match self {
+            LeaseView::Record(r) => r.leader(),
+            LeaseView::Election(e) => Some(e.leader.clone()),
+            LeaseView::None | LeaseView::Resigned(_) => None,
+        }
+    }
+
+    /// The term that was released and when, if the lease is released.
+    pub fn released(&self) -> Option<(Term, Option<Timestamp>)> {
+        match self {
+            LeaseView::Record(r) if !r.is_held() => Some((r.term, r.released_at)),
+            LeaseView::Resigned(r) => Some((r.term, Some(r.at))),
+            _ => None,
+        }
+    }
+
+    /// The holder's lease duration (record) or session TTL (election), where known.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        match self {
+            LeaseView::Record(r) if r.lease_duration_ms > 0 => {
+                Some(std::time::Duration::from_millis(r.lease_duration_ms))
+            }
+            LeaseView::Election(e) => e
+                .granted_ttl_s
+                .filter(|s| *s > 0)
+                .map(std::time::Duration::from_secs),
+            _ => None,
+        }
+    }
 }
 
 /// What observers need (`crown status`, `crown history`, the dashboard): the election as

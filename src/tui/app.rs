@@ -15,12 +15,12 @@ use super::state::{
     KillPlan, LogKind, LogLine, PodKill, Reach, ResignPlan, Snapshot, State, Target,
 };
 use super::terminal::TerminalGuard;
+use crate::backend::Backend;
 use crate::backend::BackendError;
 #[cfg(feature = "etcd")]
 use crate::backend::etcd::EtcdBackend;
 #[cfg(feature = "kube")]
 use crate::backend::kube::KubeBackend;
-use crate::backend::{Backend, LeaseView};
 use crate::election::Term;
 use crate::participant::Failure;
 use crate::{exit, participant};
@@ -78,10 +78,8 @@ pub async fn read_snapshot(
         Ok::<_, crate::backend::BackendError>((lease, members, history))
     };
     let (lease, members, history) = read.await.map_err(|e| e.to_string())?;
-    let holder = match &lease {
-        LeaseView::Record(r) if r.is_held() => Some(r.holder.as_str()),
-        _ => None,
-    };
+    let leader = lease.leader();
+    let holder = leader.as_ref().map(|l| l.id.as_str());
     let mut dead_pids = BTreeSet::new();
     let mut mismatched = BTreeMap::new();
     for m in members.iter().filter(|m| m.host == host) {
@@ -799,7 +797,7 @@ pub fn this_host() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{AcquireRequest, BackendError, Outcome};
+    use crate::backend::{AcquireRequest, BackendError, LeaseView, Outcome};
     use crate::election::lease::Observer;
     use crate::election::{Grant, Member, Term};
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};

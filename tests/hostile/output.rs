@@ -213,7 +213,8 @@ fn status_history_and_logs_escape_control_characters() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\\u{1b}]0;pwned\\u{7}"), "{out}");
     no_control_bytes("crown status", &out);
-    assert_eq!(out.lines().count(), 5, "{out}");
+    // election, leader, lease, members, the table's header and one row.
+    assert_eq!(out.lines().count(), 6, "{out}");
     let (code, out, err) = crate::common::crown(&["history", "--dir", dir]);
     assert_eq!(code, 0, "{err}");
     no_control_bytes("crown history", &out);
@@ -221,6 +222,7 @@ fn status_history_and_logs_escape_control_characters() {
     // JSON stays exact (serde escapes it).
     let s = crate::common::status(d.path());
     assert_eq!(s["leader"]["id"], EVIL);
+    assert_eq!(s["lease"]["source"], "record");
 
     // A participant following the evil holder logs its id escaped, on one line.
     let log = d.path().join("p.log");

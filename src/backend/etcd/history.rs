@@ -21,9 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::sleep;
 
-/// "Unknown" where a record needs a time: the Unix epoch (shown as unknown).
-pub(crate) const UNKNOWN_TIME: Timestamp = Timestamp::UNIX_EPOCH;
-
 /// The record of crown's last graceful resign.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Released {

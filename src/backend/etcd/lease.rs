@@ -3,13 +3,14 @@
 //! the one-shot views for `crown status` / `crown history`.
 
 use super::campaign::Phase;
-use super::history::{self, UNKNOWN_TIME};
-use super::{EtcdBackend, Holder, OP_TIMEOUT, connection, escape};
+use super::history;
+use super::{EtcdBackend, OP_TIMEOUT, connection, escape};
 use crate::backend::{
-    AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome,
+    AcquireRequest, BackendError, Duties, ElectionView, Heartbeat, LeaseView, Lock, Observe,
+    Outcome, Resigned,
 };
 use crate::election::lease::Observer;
-use crate::election::{Grant, LeaseRecord, Member, Term};
+use crate::election::{Grant, Member, Term};
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use jiff::Timestamp;
@@ -244,45 +245,33 @@ impl Observe for EtcdBackend {
     async fn lease(&self) -> Result<LeaseView, BackendError> {
         let (Some(l), _) = self.inner.read_leader(OP_TIMEOUT).await? else {
             return Ok(match self.inner.released().await {
-                Some(r) => LeaseView::Record(LeaseRecord {
-                    holder: String::new(),
+                Some(r) => LeaseView::Resigned(Resigned {
                     term: r.term,
-                    acquired_at: r.at,
-                    renewed_at: r.at,
-                    lease_duration_ms: 0,
-                    pid: 0,
-                    host: String::new(),
-                    released_at: Some(r.at),
-                    released_by: Some(escape(&r.holder)),
-                    revision: 0,
+                    at: r.at,
+                    by: r.holder,
                 }),
                 None => LeaseView::None,
             });
         };
-        let term = l.term();
-        let info = self.inner.leader_info(&l, OP_TIMEOUT).await;
-        let ttl_ms = {
-            call!(self.inner, "lease ttl", OP_TIMEOUT, |c| c
+        let leader = self.inner.leader_info(&l, OP_TIMEOUT).await;
+        // The session lease as etcd reports it; what cannot be read is unknown, not zero.
+        let (granted_ttl_s, ttl_remaining_s) =
+            match call!(self.inner, "lease ttl", OP_TIMEOUT, |c| c
                 .lease_time_to_live(l.lease, None))
-            .map(|r| r.granted_ttl().max(0) as u64 * 1000)
-            .unwrap_or(0)
-        };
-        let renewed_at = match self.inner.holder(&l, OP_TIMEOUT).await {
-            Holder::Crown(m) => m.last_heartbeat,
-            Holder::Foreign => UNKNOWN_TIME,
-        };
-        Ok(LeaseView::Record(LeaseRecord {
-            holder: info.id,
-            term,
-            // What etcd cannot prove is "unknown", never the time of this query.
-            acquired_at: info.since.unwrap_or(UNKNOWN_TIME),
-            renewed_at,
-            lease_duration_ms: ttl_ms,
-            pid: info.pid.unwrap_or(0),
-            host: info.host.unwrap_or_default(),
-            released_at: None,
-            released_by: None,
-            revision: l.mod_rev as u64,
+            {
+                // A lease that is gone reports a TTL of -1.
+                Ok(r) if r.ttl() >= 0 => {
+                    (Some(r.granted_ttl().max(0) as u64), Some(r.ttl() as u64))
+                }
+                _ => (None, None),
+            };
+        Ok(LeaseView::Election(ElectionView {
+            leader,
+            key: l.key.clone(),
+            lease_id: l.lease,
+            granted_ttl_s,
+            ttl_remaining_s,
+            mod_revision: l.mod_rev.max(0) as u64,
         }))
     }
 

@@ -262,15 +262,11 @@ impl State {
         if let Some(e) = self.backend_error.take() {
             self.log(LogKind::Info, format!("backend readable again (was: {e})"));
         }
-        let (leader, released_at) = match &snap.lease {
-            LeaseView::Record(r) => {
-                if r.lease_duration_ms > 0 {
-                    self.lease_duration = Duration::from_millis(r.lease_duration_ms);
-                }
-                (r.leader(), if r.is_held() { None } else { r.released_at })
-            }
-            LeaseView::None => (None, None),
-        };
+        if let Some(d) = snap.lease.duration() {
+            self.lease_duration = d;
+        }
+        let leader = snap.lease.leader();
+        let released_at = snap.lease.released().and_then(|(_, at)| at);
         let history = history_rows(snap.history.clone(), Some(&snap.lease));
         let first = !self.loaded;
         self.loaded = true;
@@ -546,10 +542,19 @@ fn sanitize(snap: &mut Snapshot) {
             fix(s);
         }
     }
-    if let LeaseView::Record(r) = &mut snap.lease {
-        fix(&mut r.holder);
-        fix(&mut r.host);
-        fix_opt(&mut r.released_by);
+    match &mut snap.lease {
+        LeaseView::Record(r) => {
+            fix(&mut r.holder);
+            fix(&mut r.host);
+            fix_opt(&mut r.released_by);
+        }
+        LeaseView::Election(e) => {
+            fix(&mut e.leader.id);
+            fix_opt(&mut e.leader.host);
+            fix(&mut e.key);
+        }
+        LeaseView::Resigned(r) => fix(&mut r.by),
+        LeaseView::None => {}
     }
     for m in &mut snap.members {
         fix(&mut m.id);

@@ -509,6 +509,65 @@ fn control_characters_never_reach_the_screen_or_the_log() {
     assert!(s.members[0].member.id.contains("\\u{1b}]0;title"));
 }
 
+fn election(id: &str, term: u64, ttl: Option<u64>) -> LeaseView {
+    LeaseView::Election(crate::backend::ElectionView {
+        leader: LeaderInfo {
+            id: id.into(),
+            term: Term(term),
+            pid: None,
+            host: None,
+            since: None,
+        },
+        key: format!("crown/{id}\u{1b}[2J"),
+        lease_id: 0x694d,
+        granted_ttl_s: ttl,
+        ttl_remaining_s: ttl,
+        mod_revision: term,
+    })
+}
+
+#[test]
+fn an_etcd_election_shows_its_leader_ttl_and_resign() {
+    let mut s = state();
+    let snap = |lease| Snapshot {
+        lease,
+        members: vec![],
+        history: vec![grant(4, "p1", "2025-01-01T12:00:01Z", None)],
+        dead_pids: BTreeSet::new(),
+        mismatched: Default::default(),
+    };
+    s.apply(
+        snap(election("p1\u{1b}[2J", 4, Some(10))),
+        ts("2025-01-01T12:00:02Z"),
+    );
+    let l = s.leader.clone().unwrap();
+    assert_eq!((l.id.as_str(), l.term), ("p1\\u{1b}[2J", Term(4)));
+    assert_eq!(s.lease_duration, Duration::from_secs(10));
+    // An unreadable session lease leaves the last known duration, never zero.
+    s.apply(snap(election("p1", 4, None)), ts("2025-01-01T12:00:03Z"));
+    assert_eq!(s.lease_duration, Duration::from_secs(10));
+    assert_eq!(s.history[0].ended, None);
+    let at = ts("2025-01-01T12:00:04Z");
+    s.apply(
+        snap(LeaseView::Resigned(crate::backend::Resigned {
+            term: Term(4),
+            at,
+            by: "p1".into(),
+        })),
+        ts("2025-01-01T12:00:05Z"),
+    );
+    assert_eq!(s.leader, None);
+    assert_eq!(s.history[0].ended, Some(EndKind::Released));
+    assert_eq!(s.last_released_at, Some(at));
+    // A huge TTL from a hostile server neither panics nor breaks the screen.
+    s.apply(
+        snap(election("p1", 4, Some(u64::MAX))),
+        ts("2025-01-01T12:00:06Z"),
+    );
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| super::super::render::render(f, &s)).unwrap();
+}
+
 #[test]
 fn a_huge_lease_duration_in_a_record_neither_panics_nor_breaks_the_screen() {
     let mut s = state();
