@@ -8,13 +8,13 @@
 
 mod config;
 mod elector;
+mod handle;
 pub mod lease;
 pub mod lock;
 
 pub use config::{Config, ConfigError};
-pub use elector::{
-    BeforeRelease, Command, EVENT_BUFFER, Elector, ElectorHandle, Events, Leadership, Role, Status,
-};
+pub use elector::{BeforeRelease, Elector};
+pub use handle::{Command, EVENT_BUFFER, ElectorHandle, Events, Leadership, Role, Status};
 pub use lock::{AcquireRequest, BackendError, Lock, Outcome};
 
 use jiff::Timestamp;
