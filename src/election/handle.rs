@@ -185,7 +185,7 @@ pub(super) struct GrantSlot {
     pub(super) stopped: bool,
 }
 
-/// The elector's events, as returned by [`Elector::spawn`].
+/// The elector's events, as returned by [`Elector::spawn`](crate::election::Elector::spawn).
 ///
 /// Delivery never holds the elector back: events go through a buffer of [`EVENT_BUFFER`]
 /// events, and a consumer that falls further behind loses the oldest ones. It then reads

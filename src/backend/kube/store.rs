@@ -26,7 +26,7 @@ struct HolderInfo {
 }
 
 impl KubeBackend {
-    /// Starts watching the Lease (idempotent): every change wakes [`Lock::changed`].
+    /// Starts watching the Lease (idempotent): every change wakes [`Lock::changed`](crate::election::Lock::changed).
     pub fn watch(&self) {
         if self.inner.watching.swap(true, Ordering::SeqCst) {
             return;
