@@ -894,7 +894,9 @@ fn foreign_keys_with_crown_looking_values_are_shown_as_foreign() {
     );
     let s = json_of("status", &eps);
     assert_eq!(s["leader"]["pid"], Value::Null, "{s}");
-    let host = s["leader"]["host"].as_str().unwrap();
+    let host = s["leader"]["host"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no leader host in the status: {s}"));
     assert!(
         host.starts_with("foreign") && host.contains("crown/x") && host.contains(&lease),
         "{s}"
@@ -949,6 +951,11 @@ fn history_attributes_each_end_with_interleaved_etcdctl_leaders() {
     let mut a = spawn(&eps, "a");
     let ta = leader_term(&a);
     let mut ctl = e.elect("crown", "ctl");
+    // etcdctl must be next in line: its candidate key before b's.
+    eventually("etcdctl's candidate key", T, || {
+        let keys = e.etcdctl(&["get", "--prefix", "crown/", "--keys-only"]);
+        (keys.split_whitespace().count() >= 2).then_some(())
+    });
     let b = spawn(&eps, "b");
     b.wait_for("b follows a", T, |l| {
         l.event() == "follower" && l.term() == Some(ta)
