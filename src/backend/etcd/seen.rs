@@ -20,8 +20,11 @@ pub(crate) struct Seen {
     pub(super) leader_since: Option<Timestamp>,
     /// Whether the last read found no leader.
     none_since: Option<Timestamp>,
-    /// The last TTL read of the leader's lease: (lease, when, seconds left).
+    /// The last TTL read of the leader's lease: (lease, when the answer came, seconds left).
     ttl: Option<(i64, Instant, i64)>,
+    /// When that read was sent: `sent + seconds left` is a lower bound of the lease's expiry
+    /// (etcd answered after `sent` and truncates the seconds left).
+    ttl_sent: Option<Instant>,
     /// The TTL granted to that lease when it was last read: (lease, seconds).
     granted: Option<(i64, i64)>,
     /// The last leader key we saw deleted, when, and how it ended (once classified).
@@ -115,17 +118,20 @@ impl Inner {
         if ttl > 0 || self.released().await.is_some_and(|r| r.term == prev.term()) {
             return EndKind::Released;
         }
-        // Revoked: by the last TTL read (`when + left` never exceeds the real expiry: etcd
-        // rounds the seconds left down), the lease had time left when its key went.
+        // Revoked: the key went before the lease could have run out by the last TTL read.
+        // `sent + left` is a lower bound of the expiry (etcd answered after `sent` and rounds
+        // the seconds left down) and the deletion is seen at or after it happened, so a slow
+        // answer or a late watch event can only tip this towards `expired`, never make a
+        // crash look revoked.
         let s = self.seen.lock().unwrap();
         let deleted = match &s.ended_at {
             Some((key, at)) if *key == prev.key => *at,
             _ => Instant::now(),
         };
-        match s.ttl {
-            Some((lease, when, left))
+        match (s.ttl, s.ttl_sent) {
+            (Some((lease, _, left)), Some(sent))
                 if lease == prev.lease
-                    && when + Duration::from_secs(left.max(0) as u64) > deleted =>
+                    && sent + Duration::from_secs(left.max(0) as u64) > deleted =>
             {
                 EndKind::Revoked
             }
@@ -215,6 +221,7 @@ impl Inner {
         if fresh || l.lease == 0 {
             return;
         }
+        let sent = Instant::now();
         if let Ok(r) = call!(self, "lease ttl", OP_TIMEOUT, |c| c
             .lease_time_to_live(l.lease, None))
         {
@@ -222,6 +229,7 @@ impl Inner {
             // lease's expiry as etcd computed it (up to the whole second etcd rounds to).
             let mut s = self.seen.lock().unwrap();
             s.ttl = Some((l.lease, Instant::now(), r.ttl()));
+            s.ttl_sent = Some(sent);
             s.granted = Some((l.lease, r.granted_ttl()));
         }
     }
