@@ -513,6 +513,32 @@ impl World {
         self.violations.push(what);
     }
 
+    /// For a file election that stalls: which compare-and-swap locks (`*.lock`) are held
+    /// right now, as the test process finds them with a non-blocking flock.
+    fn held_locks(&self) -> String {
+        if !matches!(self.server, Server::File) {
+            return String::new();
+        }
+        let held: Vec<String> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "lock"))
+            .filter(|p| {
+                std::fs::File::open(p).is_ok_and(|f| {
+                    matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+                })
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        if held.is_empty() {
+            " (no compare-and-swap lock is held)".into()
+        } else {
+            format!(" (held right now: {})", held.join(", "))
+        }
+    }
+
     /// Every file of the election directory (the members' heartbeats too), not the test's own.
     fn election_files(&self) -> Vec<PathBuf> {
         let mut out = vec![];
@@ -601,9 +627,13 @@ impl World {
             }
             Kind::Pause => {
                 self.signal(l, Signal::SIGSTOP);
-                let (_, _, granted) = self
-                    .wait_leader(term, Some(l), RECOVER)
-                    .ok_or("no new leader while the old one was stopped")?;
+                let (_, _, granted) =
+                    self.wait_leader(term, Some(l), RECOVER).ok_or_else(|| {
+                        format!(
+                            "no new leader while the old one was stopped{}",
+                            self.held_locks()
+                        )
+                    })?;
                 // The frozen leader's child writes on: wait until the fence has turned one away.
                 let id = self.members[l].p.id.clone();
                 let deadline = Instant::now() + Duration::from_secs(5);

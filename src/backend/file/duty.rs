@@ -53,16 +53,20 @@ impl Inner {
 
     /// Writes `rec` under the CAS lock if the lease still names us in `rec.term`.
     pub(super) fn record_duty(&self, rec: &DutyRecord) -> Result<bool, BackendError> {
+        // Synced before the lock, renamed under it (see the lease write).
+        let staged = self.dir.stage(&self.duty_name(), &once::to_bytes(rec))?;
         let lock = self.cas_lock(None)?;
         let ours = matches!(
             self.read_current()?,
             Current::Record(l) if l.is_held() && l.holder == self.me.id && l.term == rec.term
         );
         if ours {
-            self.dir
-                .write_atomic(&self.duty_name(), &once::to_bytes(rec))?;
+            staged.commit()?;
         }
         drop(lock);
+        if ours {
+            self.dir.sync();
+        }
         Ok(ours)
     }
 

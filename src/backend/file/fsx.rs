@@ -40,6 +40,44 @@ pub struct SafeDir {
     euid: u32,
 }
 
+/// A temp file written and synced, waiting to be renamed over its name
+/// ([`SafeDir::stage`]); removed if dropped uncommitted.
+pub struct Staged<'d> {
+    dir: &'d SafeDir,
+    tmp: String,
+    name: String,
+    done: bool,
+}
+
+impl Staged<'_> {
+    /// Renames the temp file over its name: atomic, so readers see the old or the new bytes.
+    /// The directory is not synced here ([`SafeDir::sync`]).
+    pub fn commit(mut self) -> Result<(), BackendError> {
+        rustix::fs::renameat(
+            &self.dir.fd,
+            self.tmp.as_str(),
+            &self.dir.fd,
+            self.name.as_str(),
+        )
+        .map_err(|e| {
+            unavailable(format!(
+                "cannot write {}: {e}",
+                self.dir.shown(&self.name).display()
+            ))
+        })?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = rustix::fs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
 /// What a bounded read found.
 pub enum Bounded {
     /// The whole file, at most the limit.
@@ -477,28 +515,40 @@ impl SafeDir {
     /// Replaces `name` atomically with `bytes`: a new temp file (`O_EXCL`, unpredictable name),
     /// fsync, rename over `name`, fsync of the directory.
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
-        let tmp = format!(".{name}.{:016x}.tmp", random_u64());
-        let write = || -> Result<(), BackendError> {
-            let fd = self
-                .open_raw(
-                    &tmp,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC,
-                )?
-                .expect("created");
-            let mut f = File::from(fd);
-            let io = |e: io::Error| {
-                unavailable(format!("cannot write {}: {e}", self.shown(name).display()))
-            };
-            f.write_all(bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name)
-                .map_err(|e| io(e.into()))?;
-            let _ = rustix::fs::fsync(&self.fd);
-            Ok(())
+        self.stage(name, bytes)?.commit()?;
+        self.sync();
+        Ok(())
+    }
+
+    /// The slow half of [`SafeDir::write_atomic`]: `bytes` written and synced to a new temp
+    /// file (`O_EXCL`, unpredictable name) that [`Staged::commit`] renames over `name`.
+    /// Dropped uncommitted, the temp file is removed. A caller that must compare and replace
+    /// under a lock stages first, so the lock covers only the rename (microseconds), never an
+    /// fsync: a participant frozen (SIGSTOP) inside its locked section is then very unlikely.
+    pub fn stage<'d>(&'d self, name: &str, bytes: &[u8]) -> Result<Staged<'d>, BackendError> {
+        let staged = Staged {
+            dir: self,
+            tmp: format!(".{name}.{:016x}.tmp", random_u64()),
+            name: name.to_owned(),
+            done: false,
         };
-        write().inspect_err(|_| {
-            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
-        })
+        let fd = self
+            .open_raw(
+                &staged.tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC,
+            )?
+            .expect("created");
+        let mut f = File::from(fd);
+        let io =
+            |e: io::Error| unavailable(format!("cannot write {}: {e}", self.shown(name).display()));
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(staged)
+    }
+
+    /// fsync of the directory itself (best effort), making renames in it durable.
+    pub fn sync(&self) {
+        let _ = rustix::fs::fsync(&self.fd);
     }
 
     /// Appends `line` (which must end in `\n`) to `name`, on a fresh line even if the file

@@ -313,10 +313,11 @@ impl Inner {
         Ok(floor)
     }
 
-    fn write_record(&self, rec: &LeaseRecord) -> Result<(), BackendError> {
+    /// The record written and synced to a temp file, to be renamed over the lease file.
+    fn stage_record(&self, rec: &LeaseRecord) -> Result<fsx::Staged<'_>, BackendError> {
         let mut bytes = serde_json::to_vec_pretty(rec).expect("record serializes");
         bytes.push(b'\n');
-        self.dir.write_atomic(&self.lease_name, &bytes)
+        self.dir.stage(&self.lease_name, &bytes)
     }
 
     fn append_history(&self, g: &Grant) -> Result<(), BackendError> {
@@ -662,7 +663,11 @@ impl RecordStore for Arc<Inner> {
         // One blocking task from the lock to the last write: an attempt the elector gives up
         // on (its future dropped) cannot free the lock under a write still in flight.
         blocking(move || {
-            let _lock = inner.cas_lock(deadline)?;
+            // Written and synced before the lock: under it only a read, a compare and a
+            // rename (plus the history line of a grant). A participant frozen while it holds
+            // the lock stalls every other participant until it resumes or dies.
+            let staged = inner.stage_record(&record)?;
+            let lock = inner.cas_lock(deadline)?;
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 // Our renew deadline passed while we waited: write nothing in this term.
                 return Err(BackendError::Conflict(
@@ -679,17 +684,20 @@ impl RecordStore for Arc<Inner> {
                 // No grant without its history line on disk: a later floor must see it.
                 inner.append_history(&grant)?;
                 let alive = inner.take_alive(probe, record.term);
-                inner.write_record(&record)?;
+                staged.commit()?;
                 *inner.alive.lock().unwrap() = alive;
-                return Ok(());
-            }
-            if renew {
-                let mut alive = inner.alive.lock().unwrap();
-                if alive.is_none() {
-                    *alive = inner.take_alive(None, record.term);
+            } else {
+                if renew {
+                    let mut alive = inner.alive.lock().unwrap();
+                    if alive.is_none() {
+                        *alive = inner.take_alive(None, record.term);
+                    }
                 }
+                staged.commit()?;
             }
-            inner.write_record(&record)
+            drop(lock);
+            inner.dir.sync();
+            Ok(())
         })
         .await
     }
