@@ -5,7 +5,8 @@
 //! fenced log is a tiny TCP server in this test that rejects a write whose term is lower than
 //! the highest term it has accepted, and records everything. Random faults hit the leader or
 //! the backend: `kill -9`; SIGSTOP past the lease then SIGCONT (crown is frozen, its child is
-//! not: the fence has to reject the child's writes); a cut link between the leader and its
+//! not: the fence has to reject the child's writes; on the file backend the stop lands outside
+//! the compare-and-swap, see `World::stop_outside_cas`); a cut link between the leader and its
 //! backend (a black-holing TCP proxy); an etcd member killed; etcd quorum lost and restored;
 //! the kube-apiserver restarted; a graceful SIGTERM; (file backend) an unrelated process that
 //! holds read-only fds on, and tries `flock` on, every file in the directory, both as root
@@ -513,18 +514,48 @@ impl World {
         self.violations.push(what);
     }
 
-    /// For a file election that stalls: which compare-and-swap locks (`*.lock`) are held
-    /// right now, as the test process finds them with a non-blocking flock.
-    fn held_locks(&self) -> String {
+    /// The compare-and-swap lock files (`*.lock`) of a file election; none for the others.
+    fn lock_files(&self) -> Vec<PathBuf> {
         if !matches!(self.server, Server::File) {
-            return String::new();
+            return vec![];
         }
-        let held: Vec<String> = std::fs::read_dir(self.dir.path())
+        std::fs::read_dir(self.dir.path())
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "lock"))
+            .collect()
+    }
+
+    /// SIGSTOPs member `i`, on a file election at a moment it is not inside its
+    /// compare-and-swap: the test holds every `*.lock` while it sends the signal. A participant
+    /// frozen inside that section (the re-read, compare and rename of one write) holds the lock
+    /// and so stalls every takeover until it resumes or dies; that is the file backend's
+    /// documented limit (README, "file backend"), not what this fault tests.
+    fn stop_outside_cas(&self, i: usize) {
+        let held: Vec<std::fs::File> = self
+            .lock_files()
+            .iter()
+            .filter_map(|p| {
+                let f = std::fs::File::open(p).ok()?;
+                f.lock().ok()?;
+                Some(f)
+            })
+            .collect();
+        self.signal(i, Signal::SIGSTOP);
+        drop(held);
+    }
+
+    /// For a file election that stalls: which compare-and-swap locks are held right now, as
+    /// the test process finds them with a non-blocking flock.
+    fn held_locks(&self) -> String {
+        if !matches!(self.server, Server::File) {
+            return String::new();
+        }
+        let held: Vec<String> = self
+            .lock_files()
+            .iter()
             .filter(|p| {
                 std::fs::File::open(p).is_ok_and(|f| {
                     matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
@@ -626,7 +657,7 @@ impl World {
                 self.replace(l);
             }
             Kind::Pause => {
-                self.signal(l, Signal::SIGSTOP);
+                self.stop_outside_cas(l);
                 let (_, _, granted) =
                     self.wait_leader(term, Some(l), RECOVER).ok_or_else(|| {
                         format!(
