@@ -127,6 +127,29 @@ fn observer() -> Identity {
     }
 }
 
+/// Connects to the Lease named by the flags as an observer (status, history, dashboard).
+#[cfg(feature = "kube")]
+async fn connect_kube_observer(
+    args: &BackendArgs,
+) -> Result<crate::backend::kube::KubeBackend, Failure> {
+    Ok(crate::backend::kube::KubeBackend::connect(
+        &args.namespace,
+        args.lease_name(),
+        &args.election,
+        observer(),
+        args.wait_for_backend,
+    )
+    .await?)
+}
+
+/// Connects to the etcd election named by the flags as an observer (no participant key).
+#[cfg(feature = "etcd")]
+async fn connect_etcd_observer(
+    args: &BackendArgs,
+) -> Result<crate::backend::etcd::EtcdBackend, Failure> {
+    Ok(crate::backend::etcd::EtcdBackend::connect(etcd_options(args)?, None).await?)
+}
+
 /// Opens the backend for an observer (status, history, dashboard): creates nothing.
 pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Failure> {
     match args.backend {
@@ -136,20 +159,9 @@ pub async fn observe_backend(args: &BackendArgs) -> Result<Arc<dyn Backend>, Fai
             &args.election,
         )?)),
         #[cfg(feature = "kube")]
-        BackendKind::Kube => Ok(Arc::new(
-            crate::backend::kube::KubeBackend::connect(
-                &args.namespace,
-                args.lease_name(),
-                &args.election,
-                observer(),
-                args.wait_for_backend,
-            )
-            .await?,
-        )),
+        BackendKind::Kube => Ok(Arc::new(connect_kube_observer(args).await?)),
         #[cfg(feature = "etcd")]
-        BackendKind::Etcd => Ok(Arc::new(
-            crate::backend::etcd::EtcdBackend::connect(etcd_options(args)?, None).await?,
-        )),
+        BackendKind::Etcd => Ok(Arc::new(connect_etcd_observer(args).await?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
     }
@@ -164,23 +176,12 @@ pub async fn dashboard_backend(
     match args.backend {
         #[cfg(feature = "kube")]
         BackendKind::Kube => {
-            let k = Arc::new(
-                crate::backend::kube::KubeBackend::connect(
-                    &args.namespace,
-                    args.lease_name(),
-                    &args.election,
-                    observer(),
-                    args.wait_for_backend,
-                )
-                .await?,
-            );
+            let k = Arc::new(connect_kube_observer(args).await?);
             Ok((k.clone(), Some(crate::tui::app::Remote::Kube(k))))
         }
         #[cfg(feature = "etcd")]
         BackendKind::Etcd => {
-            let e = Arc::new(
-                crate::backend::etcd::EtcdBackend::connect(etcd_options(args)?, None).await?,
-            );
+            let e = Arc::new(connect_etcd_observer(args).await?);
             Ok((e.clone(), Some(crate::tui::app::Remote::Etcd(e))))
         }
         _ => Ok((observe_backend(args).await?, None)),

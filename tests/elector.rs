@@ -44,21 +44,58 @@ fn start(
     (tok, h, ev)
 }
 
-#[tokio::test(start_paused = true)]
-async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
-    let cfg = Config::default();
-    let a = MemoryBackend::new(ident("a"));
-    let b = a.handle(ident("b"));
-    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
-    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
-    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
+/// Asserts that the next event of a follower says `a` leads in term 1.
+async fn follows_a(ev: &mut Events) {
     assert_eq!(
-        next(&mut eb).await,
+        next(ev).await,
         Event::NewLeader {
             id: "a".into(),
             term: Term(1)
         }
     );
+}
+
+/// Two participants on one in-memory backend: `a`, granted term 1, and `b`, its follower.
+struct Pair {
+    a: MemoryBackend,
+    b: MemoryBackend,
+    ta: CancellationToken,
+    ha: crown::election::ElectorHandle,
+    ea: Events,
+    hb: crown::election::ElectorHandle,
+    eb: Events,
+    _tb: CancellationToken,
+}
+
+/// The common opening: starts `a` on backend `a` and waits for its grant (term 1), then
+/// starts `b` on a handle of the same backend and waits for its `NewLeader` (a, term 1).
+async fn leader_and_follower_on(a: MemoryBackend, cfg: Config) -> Pair {
+    let b = a.handle(ident("b"));
+    let (ta, ha, mut ea) = start(a.clone(), "a", cfg);
+    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
+    let (tb, hb, mut eb) = start(b.clone(), "b", cfg);
+    follows_a(&mut eb).await;
+    Pair {
+        a,
+        b,
+        ta,
+        ha,
+        ea,
+        hb,
+        eb,
+        _tb: tb,
+    }
+}
+
+/// [`leader_and_follower_on`] a fresh backend.
+async fn leader_and_follower(cfg: Config) -> Pair {
+    leader_and_follower_on(MemoryBackend::new(ident("a")), cfg).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
+    let cfg = Config::default();
+    let Pair { a, b, ea, eb, .. } = &mut leader_and_follower(cfg).await;
 
     // Let a renew a few times, then cut it off. Its last successful renewal happened at most
     // one retry period before the cut.
@@ -68,7 +105,7 @@ async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
     let last_change_seen_by_b = cut - cfg.retry_period();
 
     assert_eq!(
-        next(&mut ea).await,
+        next(ea).await,
         Event::StoppedLeading {
             term: Term(1),
             reason: StopReason::RenewDeadline
@@ -81,7 +118,7 @@ async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
         stopped - cut
     );
 
-    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    assert_eq!(next(eb).await, Event::StartedLeading { term: Term(2) });
     let taken = Instant::now();
     assert!(taken > stopped, "b took over before a stepped down");
     assert!(
@@ -105,18 +142,7 @@ async fn leader_steps_down_at_renew_deadline_before_any_follower_takes_over() {
 #[tokio::test(start_paused = true)]
 async fn a_read_that_hung_counts_expiry_from_when_it_returned() {
     let cfg = Config::default();
-    let a = MemoryBackend::new(ident("a"));
-    let b = a.handle(ident("b"));
-    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
-    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
-    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    let Pair { a, b, ea, eb, .. } = &mut leader_and_follower(cfg).await;
     // b's next read hangs for most of a lease while a renews; right after it returns, a is
     // cut off.
     let hang = cfg.lease_duration() - cfg.retry_period() / 2;
@@ -125,14 +151,14 @@ async fn a_read_that_hung_counts_expiry_from_when_it_returned() {
     a.set_unreachable(true);
 
     assert_eq!(
-        next(&mut ea).await,
+        next(ea).await,
         Event::StoppedLeading {
             term: Term(1),
             reason: StopReason::RenewDeadline
         }
     );
     let stopped = Instant::now();
-    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    assert_eq!(next(eb).await, Event::StartedLeading { term: Term(2) });
     let taken = Instant::now();
     assert!(
         taken >= stopped,
@@ -153,21 +179,11 @@ async fn a_read_that_hung_counts_expiry_from_when_it_returned() {
 /// hour ahead is taken over on time once it stops.
 async fn skew_case(skew: SignedDuration) {
     let cfg = Config::default();
-    let a = MemoryBackend::new(ident("a")).with_skew(skew);
-    let b = a.handle(ident("b"));
-    let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
-    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
-    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    let Pair { a, eb, .. } =
+        &mut leader_and_follower_on(MemoryBackend::new(ident("a")).with_skew(skew), cfg).await;
 
     // 60 s of renewals: b must stay a follower.
-    let quiet = tokio::time::timeout(Duration::from_secs(60), next(&mut eb)).await;
+    let quiet = tokio::time::timeout(Duration::from_secs(60), next(eb)).await;
     assert!(
         quiet.is_err(),
         "b reported {quiet:?} while a was renewing (skew {skew})"
@@ -176,7 +192,7 @@ async fn skew_case(skew: SignedDuration) {
 
     let cut = Instant::now();
     a.set_unreachable(true);
-    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    assert_eq!(next(eb).await, Event::StartedLeading { term: Term(2) });
     let taken = Instant::now() - cut;
     assert!(
         taken >= cfg.lease_duration() - cfg.retry_period()
@@ -198,30 +214,19 @@ async fn holder_clock_an_hour_ahead_does_not_delay_takeover() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_releases_and_a_follower_takes_over_without_waiting_for_expiry() {
     let cfg = Config::default();
-    let a = MemoryBackend::new(ident("a"));
-    let b = a.handle(ident("b"));
-    let (ta, _ha, mut ea) = start(a.clone(), "a", cfg);
-    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
-    let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    let Pair { ta, b, ea, eb, .. } = &mut leader_and_follower(cfg).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let t0 = Instant::now();
     ta.cancel();
     assert_eq!(
-        next(&mut ea).await,
+        next(ea).await,
         Event::StoppedLeading {
             term: Term(1),
             reason: StopReason::Shutdown
         }
     );
     assert!(ea.next().await.is_none(), "a's stream ends after shutdown");
-    assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
+    assert_eq!(next(eb).await, Event::StartedLeading { term: Term(2) });
     assert!(
         Instant::now() - t0 < cfg.retry_period(),
         "handoff waited for a poll"
@@ -238,24 +243,13 @@ async fn shutdown_releases_and_a_follower_takes_over_without_waiting_for_expiry(
 #[tokio::test(start_paused = true)]
 async fn resign_hands_over_and_terms_strictly_increase() {
     let cfg = Config::default();
-    let a = MemoryBackend::new(ident("a"));
-    let b = a.handle(ident("b"));
-    let (_ta, ha, mut ea) = start(a.clone(), "a", cfg);
-    assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
-    let (_tb, hb, mut eb) = start(b.clone(), "b", cfg);
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    let Pair { ha, hb, ea, eb, .. } = &mut leader_and_follower(cfg).await;
     let mut last = Term(1);
     for round in 0..6 {
         let (h, e_leader, e_follower, follower) = if round % 2 == 0 {
-            (&ha, &mut ea, &mut eb, "b")
+            (&*ha, &mut *ea, &mut *eb, "b")
         } else {
-            (&hb, &mut eb, &mut ea, "a")
+            (&*hb, &mut *eb, &mut *ea, "a")
         };
         // Let the previous resigner's hold-off (one retry period) pass first.
         tokio::time::sleep(cfg.retry_period() * 2).await;
@@ -306,13 +300,7 @@ async fn leader_that_finds_another_term_in_the_record_stops_at_once() {
             reason: StopReason::RenewDeadline
         }
     );
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    follows_a(&mut eb).await;
     assert_eq!(next(&mut eb).await, Event::StartedLeading { term: Term(2) });
     a.set_unreachable(false);
     // a comes back: it follows b and never renews term 1.
@@ -406,13 +394,7 @@ async fn a_panicking_elector_reports_failure_runs_the_hook_and_releases_the_leas
     .spawn(tok.clone());
     assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
     let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    follows_a(&mut eb).await;
     let t0 = Instant::now();
     armed.store(true, Ordering::SeqCst);
     // The failure is an event, after a step-down, never a silent end of the stream.
@@ -577,13 +559,7 @@ async fn dropping_every_handle_of_a_follower_stops_it_without_spinning() {
     let (_ta, _ha, mut ea) = start(a.clone(), "a", cfg);
     assert_eq!(next(&mut ea).await, Event::StartedLeading { term: Term(1) });
     let (probe, _tb, hb, mut eb) = start_probed(b, "b", cfg);
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    follows_a(&mut eb).await;
     let before = calls(&probe);
     drop(hb);
     spin_a_while().await;
@@ -684,13 +660,7 @@ async fn leadership_is_cancelled_by_the_renew_deadline_when_renewals_hang() {
     let lead = ha.leadership().await.expect("a leads");
     assert_eq!(lead.term(), Term(1));
     let (_tb, _hb, mut eb) = start(b.clone(), "b", cfg);
-    assert_eq!(
-        next(&mut eb).await,
-        Event::NewLeader {
-            id: "a".into(),
-            term: Term(1)
-        }
-    );
+    follows_a(&mut eb).await;
     tokio::time::sleep(Duration::from_millis(2300)).await;
     probe
         .hang_renewals

@@ -3,6 +3,8 @@
 //! `crown demo` works with it; a backend, `--http` or `--notify-url` it was built without is
 //! refused with exactly one line and exit code 9 (`exit::NOT_BUILT`), before anything starts.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -116,24 +118,14 @@ fn sidecar_http_and_webhooks_left_out_are_refused_with_exit_9() {
 fn the_demo_runs_on_the_trimmed_binary() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let (code, out, err) = run(
-        &[
-            "demo",
-            "-p",
-            "2",
-            "--duration",
-            "5s",
-            "--lease-duration",
-            "2s",
-            "--renew-deadline",
-            "1500ms",
-            "--retry-period",
-            "500ms",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut args: Vec<String> = ["demo", "-p", "2", "--duration", "5s"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(common::timings_fast());
+    args.extend(["--dir".to_string(), dir.to_str().unwrap().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = run(&args, &[]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("demo | 2 participant(s) in"), "{out}");
     assert!(out.contains("BECAME LEADER (term 1)"), "{out}");

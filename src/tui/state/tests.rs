@@ -63,6 +63,17 @@ pub fn grant(term: u64, holder: &str, at: &str, prev: Option<(&str, EndKind, u64
     }
 }
 
+/// A snapshot of `lease` and these heartbeats, with no history, dead pid or mismatched process.
+fn snapshot(lease: LeaseView, members: Vec<Member>) -> Snapshot {
+    Snapshot {
+        lease,
+        members,
+        history: vec![],
+        dead_pids: BTreeSet::new(),
+        mismatched: Default::default(),
+    }
+}
+
 fn state() -> State {
     let mut s = State::new(
         "crown",
@@ -156,13 +167,7 @@ fn failover_is_logged_once_with_its_gap() {
 #[test]
 fn members_appear_go_stale_and_leave() {
     let mut s = state();
-    let base = Snapshot {
-        lease: LeaseView::None,
-        members: vec![],
-        history: vec![],
-        dead_pids: BTreeSet::new(),
-        mismatched: Default::default(),
-    };
+    let base = snapshot(LeaseView::None, vec![]);
     s.apply(base.clone(), ts("2025-01-01T12:00:00Z"));
     let mut with = base.clone();
     with.members = vec![member(
@@ -195,24 +200,12 @@ fn actions_only_on_a_local_leader() {
     let mut r = record("p1", 1, 101, "2025-01-01T12:00:01Z");
     r.host = "elsewhere".into();
     s.apply(
-        Snapshot {
-            lease: LeaseView::Record(r.clone()),
-            members: vec![],
-            history: vec![],
-            dead_pids: BTreeSet::new(),
-            mismatched: Default::default(),
-        },
+        snapshot(LeaseView::Record(r.clone()), vec![]),
         ts("2025-01-01T12:00:02Z"),
     );
     assert_eq!(s.kill_target(), Err("leader on elsewhere".into()));
     r.host = "box".into();
-    let snap = |members: Vec<Member>| Snapshot {
-        lease: LeaseView::Record(r.clone()),
-        members,
-        history: vec![],
-        dead_pids: BTreeSet::new(),
-        mismatched: Default::default(),
-    };
+    let snap = |members: Vec<Member>| snapshot(LeaseView::Record(r.clone()), members);
     // The lease alone names a pid: never enough.
     s.apply(snap(vec![]), ts("2025-01-01T12:00:02Z"));
     assert_eq!(
@@ -239,13 +232,7 @@ fn leader_at(s: &mut State, local: bool) {
         members[0].host = "node-a".into();
     }
     s.apply(
-        Snapshot {
-            lease: LeaseView::Record(r),
-            members,
-            history: vec![],
-            dead_pids: BTreeSet::new(),
-            mismatched: Default::default(),
-        },
+        snapshot(LeaseView::Record(r), members),
         ts("2025-01-01T12:00:02Z"),
     );
 }
@@ -355,13 +342,10 @@ fn a_pod_deletion_asks_first_and_any_other_key_cancels() {
 
 fn local_leader(s: &mut State, members: Vec<Member>, at: &str) {
     s.apply(
-        Snapshot {
-            lease: LeaseView::Record(record("p1", 4, 101, "2025-01-01T12:00:01Z")),
+        snapshot(
+            LeaseView::Record(record("p1", 4, 101, "2025-01-01T12:00:01Z")),
             members,
-            history: vec![],
-            dead_pids: BTreeSet::new(),
-            mismatched: Default::default(),
-        },
+        ),
         ts(at),
     );
 }
@@ -402,11 +386,11 @@ fn a_heartbeat_must_confirm_the_leases_pid_role_and_process() {
     let mut s = state();
     s.apply(
         Snapshot {
-            lease: LeaseView::Record(record("p1", 4, 101, "2025-01-01T12:00:01Z")),
-            members: vec![hb()],
-            history: vec![],
-            dead_pids: BTreeSet::new(),
             mismatched: [(101, "pid 101: it is not a `crown run`".to_string())].into(),
+            ..snapshot(
+                LeaseView::Record(record("p1", 4, 101, "2025-01-01T12:00:01Z")),
+                vec![hb()],
+            )
         },
         ts(at),
     );
@@ -453,13 +437,7 @@ fn an_id_shared_by_two_processes_is_detected_and_never_signalled() {
     r.revision = 2;
     for at in ["2025-01-01T12:00:03Z", "2025-01-01T12:00:04Z"] {
         s.apply(
-            Snapshot {
-                lease: LeaseView::Record(r.clone()),
-                members: vec![restarted.clone()],
-                history: vec![],
-                dead_pids: BTreeSet::new(),
-                mismatched: Default::default(),
-            },
+            snapshot(LeaseView::Record(r.clone()), vec![restarted.clone()]),
             ts(at),
         );
     }
@@ -474,13 +452,7 @@ fn control_characters_never_reach_the_screen_or_the_log() {
     m.host = evil.into();
     let mut r = record(evil, 4, 101, "2025-01-01T12:00:01Z");
     r.host = evil.into();
-    let base = Snapshot {
-        lease: LeaseView::None,
-        members: vec![],
-        history: vec![],
-        dead_pids: BTreeSet::new(),
-        mismatched: Default::default(),
-    };
+    let base = snapshot(LeaseView::None, vec![]);
     s.apply(base, ts("2025-01-01T12:00:01Z"));
     s.apply(
         Snapshot {
@@ -530,11 +502,8 @@ fn election(id: &str, term: u64, ttl: Option<u64>) -> LeaseView {
 fn an_etcd_election_shows_its_leader_ttl_and_resign() {
     let mut s = state();
     let snap = |lease| Snapshot {
-        lease,
-        members: vec![],
         history: vec![grant(4, "p1", "2025-01-01T12:00:01Z", None)],
-        dead_pids: BTreeSet::new(),
-        mismatched: Default::default(),
+        ..snapshot(lease, vec![])
     };
     s.apply(
         snap(election("p1\u{1b}[2J", 4, Some(10))),
@@ -576,13 +545,7 @@ fn a_huge_lease_duration_in_a_record_neither_panics_nor_breaks_the_screen() {
     let m = member("p1", 101, Role::Leader, 4, "2025-01-01T12:00:02Z");
     for at in ["2025-01-01T12:00:02Z", "2025-01-01T12:00:03Z"] {
         s.apply(
-            Snapshot {
-                lease: LeaseView::Record(r.clone()),
-                members: vec![m.clone()],
-                history: vec![],
-                dead_pids: BTreeSet::new(),
-                mismatched: Default::default(),
-            },
+            snapshot(LeaseView::Record(r.clone()), vec![m.clone()]),
             ts(at),
         );
     }
