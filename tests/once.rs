@@ -352,6 +352,7 @@ async fn file_backend_records_success_only_in_the_current_term() {
         hold_off: false,
         lease_duration: Duration::from_secs(2),
         retry_period: Duration::from_millis(500),
+        renew_deadline: Duration::from_millis(1500),
         now: tokio::time::Instant::now(),
         deadline: None,
     };
@@ -402,6 +403,7 @@ async fn acquire_on(b: &dyn crown::backend::Backend) -> crown::election::Term {
             hold_off: false,
             lease_duration: Duration::from_secs(2),
             retry_period: Duration::from_millis(500),
+            renew_deadline: Duration::from_millis(1500),
             now: tokio::time::Instant::now(),
             deadline: None,
         };

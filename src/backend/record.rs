@@ -318,6 +318,7 @@ mod tests {
             hold_off: false,
             lease_duration: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+            renew_deadline: Duration::from_secs(5),
             now: Instant::now(),
             deadline,
         }

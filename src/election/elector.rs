@@ -191,6 +191,7 @@ impl Elector {
             hold_off,
             lease_duration: self.cfg.lease_duration(),
             retry_period: self.cfg.retry_period(),
+            renew_deadline: self.cfg.renew_deadline(),
             now: Instant::now(),
             deadline: None,
         }

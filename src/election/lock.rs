@@ -45,6 +45,10 @@ pub struct AcquireRequest {
     /// Our retry period (how often a leader renews; backends with sessions keep them alive at
     /// this pace).
     pub retry_period: Duration,
+    /// Our renew deadline: a leader stops acting this long after its last successful renewal
+    /// began. Session backends publish it, so a successor knows how long before the session
+    /// runs out its holder has stopped (etcd).
+    pub renew_deadline: Duration,
     /// When the elector began this attempt, on the monotonic clock. Deadlines count from it;
     /// a backend's lease rule must not (it observes the record when its read returns; see
     /// [`crate::election::lease::Request::now`]).

@@ -36,7 +36,7 @@ impl Inner {
         let since = self.seen.lock().unwrap().leader_since;
         let Some(since) = since else { return };
         let (holder, pid, host) = match self.holder(&l, OP_TIMEOUT).await {
-            Holder::Crown(m) => (m.id, Some(m.pid), m.host),
+            Holder::Crown(m, _) => (m.id, Some(m.pid), m.host),
             Holder::Foreign => (escape(&l.value), None, l.foreign()),
         };
         let g = Grant {

@@ -49,8 +49,9 @@ impl LeaderKv {
 /// Who holds a candidate key, as far as crown can tell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Holder {
-    /// A crown participant: the value is its id and its heartbeat names this key's lease.
-    Crown(Member),
+    /// A crown participant: the value is its id and its heartbeat names this key's lease;
+    /// with the renew deadline the heartbeat gives.
+    Crown(Member, Option<Duration>),
     /// Anything else (etcdctl, Go, another library, a raw key, a crown key not yet verified).
     Foreign,
 }
@@ -82,7 +83,7 @@ impl Inner {
             return Holder::Foreign;
         }
         match self.member_record(&l.value, limit).await {
-            Some((m, Some(session))) if session == l.lease => Holder::Crown(m),
+            Some(h) if h.session == Some(l.lease) => Holder::Crown(h.member, h.renew_deadline),
             _ => Holder::Foreign,
         }
     }
@@ -93,7 +94,10 @@ impl Inner {
         {
             let mut s = self.seen.lock().unwrap();
             match &holder {
-                Holder::Crown(_) => s.crown_lease = Some(l.lease),
+                Holder::Crown(_, rd) => {
+                    s.crown_lease = Some(l.lease);
+                    s.crown_renew_deadline = *rd;
+                }
                 Holder::Foreign => {
                     if s.foreign_lease.is_none_or(|(lease, _)| lease != l.lease) {
                         s.foreign_lease = Some((l.lease, tokio::time::Instant::now()));
@@ -102,7 +106,7 @@ impl Inner {
             }
         }
         match holder {
-            Holder::Crown(m) => LeaderInfo {
+            Holder::Crown(m, _) => LeaderInfo {
                 id: m.id,
                 term: l.term(),
                 pid: Some(m.pid),

@@ -4,6 +4,7 @@
 
 use super::campaign::Phase;
 use super::history;
+use super::seen::HoldWhy;
 use super::{EtcdBackend, OP_TIMEOUT, connection, escape};
 use crate::backend::{
     AcquireRequest, BackendError, Duties, ElectionView, Heartbeat, LeaseView, Lock, Observe,
@@ -121,17 +122,23 @@ impl EtcdBackend {
         let until = match stored {
             Some((r, until)) if r == rev => until,
             _ => {
-                let until = self
+                let held = self
                     .inner
                     .predecessor_hold(rev, req.lease_duration, req.retry_period)
-                    .await
-                    .unwrap_or_else(Instant::now);
+                    .await;
+                let until = held.map_or_else(Instant::now, |(until, _)| until);
                 *self.inner.hold.lock().unwrap() = Some((rev, until));
                 let wait = until.saturating_duration_since(Instant::now());
                 if !wait.is_zero() {
+                    let why = match held.map(|(_, why)| why) {
+                        Some(HoldWhy::LastSecond) => {
+                            "the previous leader's session ended within the second its whole-second TTL leaves open, which a revoke could explain"
+                        }
+                        _ => "the previous leader's session was revoked before it ran out",
+                    };
                     tracing::info!(
                         id = %self.inner.id(),
-                        "[{}] campaign won, but the previous leader's session was revoked before it ran out: waiting {} ms (its lease's TTL) so that it has stopped acting",
+                        "[{}] campaign won, but {why}: waiting {} ms so that it has stopped acting",
                         self.inner.id(),
                         wait.as_millis()
                     );

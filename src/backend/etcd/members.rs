@@ -2,7 +2,9 @@
 //! participant's current session lease (`"session": "<hex>"`), on a member lease of its own.
 //! The session field is what lets others verify that a candidate key is crown's: a key is a
 //! crown participant's only if its value is that participant's id *and* the heartbeat names
-//! the key's lease.
+//! the key's lease. It also carries the participant's renew deadline (`renew_deadline_ms`): a
+//! successor that cannot tell whether that session was revoked in its last second learns from
+//! it how long before the session runs out its holder has stopped (`seen::predecessor_hold`).
 
 use super::{Inner, OP_TIMEOUT, escape};
 use crate::backend::{BackendError, validate_election_name};
@@ -18,11 +20,22 @@ struct Heartbeat {
     /// The session lease (hex) of the participant's campaign, if one runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     session: Option<String>,
+    /// The participant's renew deadline, in milliseconds (absent before it campaigns, and in
+    /// heartbeats of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renew_deadline_ms: Option<u64>,
+}
+
+/// A checked heartbeat: the member, the session lease it names, its renew deadline.
+pub(super) struct Heard {
+    pub(super) member: Member,
+    pub(super) session: Option<i64>,
+    pub(super) renew_deadline: Option<Duration>,
 }
 
 /// A heartbeat read from etcd, checked: the id is a valid id equal to the key's; text fields
 /// are escaped. Anything else is not a heartbeat.
-fn parse(key: &[u8], value: &[u8], members_prefix: &str) -> Option<(Member, Option<i64>)> {
+fn parse(key: &[u8], value: &[u8], members_prefix: &str) -> Option<Heard> {
     let hb: Heartbeat = serde_json::from_slice(value).ok()?;
     let id = std::str::from_utf8(key)
         .ok()?
@@ -37,7 +50,11 @@ fn parse(key: &[u8], value: &[u8], members_prefix: &str) -> Option<(Member, Opti
     let mut m = hb.member;
     m.host = escape(&m.host);
     m.version = escape(&m.version);
-    Some((m, session))
+    Some(Heard {
+        member: m,
+        session,
+        renew_deadline: hb.renew_deadline_ms.map(Duration::from_millis),
+    })
 }
 
 impl Inner {
@@ -56,9 +73,15 @@ impl Inner {
 
     async fn put_member(&self, member: &Member, limit: Duration) -> Result<(), BackendError> {
         let session = self.session.lock().unwrap().map(|l| format!("{l:x}"));
+        let renew_deadline_ms = self
+            .timings
+            .lock()
+            .unwrap()
+            .map(|t| t.renew_deadline.as_millis() as u64);
         let json = serde_json::to_string(&Heartbeat {
             member: member.clone(),
             session,
+            renew_deadline_ms,
         })
         .expect("serializes");
         let mut lease = self.member_lease.lock().await;
@@ -119,16 +142,12 @@ impl Inner {
             .kvs()
             .iter()
             .filter_map(|kv| parse(kv.key(), kv.value(), &self.keys.members))
-            .map(|(m, _)| m)
+            .map(|h| h.member)
             .collect())
     }
 
-    /// The heartbeat of `id` and the session lease it names.
-    pub(super) async fn member_record(
-        &self,
-        id: &str,
-        limit: Duration,
-    ) -> Option<(Member, Option<i64>)> {
+    /// The heartbeat of `id`, with the session lease and renew deadline it names.
+    pub(super) async fn member_record(&self, id: &str, limit: Duration) -> Option<Heard> {
         let got = call!(self, "read", limit, |c| c.get(self.keys.member(id), None)).ok()?;
         got.kvs()
             .first()
@@ -161,17 +180,20 @@ mod tests {
         let json = serde_json::to_vec(&Heartbeat {
             member: member("a"),
             session: Some("694d".into()),
+            renew_deadline_ms: Some(1500),
         })
         .unwrap();
-        let (m, s) = parse(b"p:members:a", &json, "p:members:").unwrap();
-        assert_eq!(s, Some(0x694d));
-        assert_eq!(m.host, "h\\u{1b}[2J");
+        let h = parse(b"p:members:a", &json, "p:members:").unwrap();
+        assert_eq!(h.session, Some(0x694d));
+        assert_eq!(h.renew_deadline, Some(Duration::from_millis(1500)));
+        assert_eq!(h.member.host, "h\\u{1b}[2J");
         // The key names another id, or the id is no crown id: not a heartbeat.
         assert!(parse(b"p:members:b", &json, "p:members:").is_none());
         let bad = serde_json::to_vec(&member("a\nb")).unwrap();
         assert!(parse(b"p:members:a\nb", &bad, "p:members:").is_none());
         // Old heartbeats without a session still parse (and verify nothing).
         let old = serde_json::to_vec(&member("a")).unwrap();
-        assert_eq!(parse(b"p:members:a", &old, "p:members:").unwrap().1, None);
+        let h = parse(b"p:members:a", &old, "p:members:").unwrap();
+        assert_eq!((h.session, h.renew_deadline), (None, None));
     }
 }

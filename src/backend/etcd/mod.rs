@@ -166,6 +166,8 @@ impl std::ops::Deref for Inner {
 pub(crate) struct Timings {
     ttl: i64,
     retry: Duration,
+    /// Published in our heartbeat (see `members.rs`).
+    renew_deadline: Duration,
 }
 
 impl EtcdBackend {
@@ -252,6 +254,7 @@ impl EtcdBackend {
         *t.get_or_insert_with(|| Timings {
             ttl: (req.lease_duration.as_millis().div_ceil(1000) as i64).max(1),
             retry: req.retry_period,
+            renew_deadline: req.renew_deadline,
         })
     }
 

@@ -10,6 +10,35 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Why a won campaign waits before acting ([`Inner::predecessor_hold`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum HoldWhy {
+    /// The previous leader's session ended before it could have run out.
+    Revoked,
+    /// It ended within the second that etcd's whole-second TTL leaves open: until its holder
+    /// has surely stopped.
+    LastSecond,
+}
+
+/// Until when the holder of a session that ended (seen at `seen_at`) when a TTL read said it
+/// would may still act; `None` if it has stopped by `seen_at`. The read (answered at `when`,
+/// `left` whole seconds left, rounded down by etcd) puts the expiry before `when + left + 1 s`,
+/// and the holder stops by its renew deadline, counted from its last keep-alive, which is the
+/// granted TTL before the expiry: so it has stopped by `when + left + 1 s − (granted − renew
+/// deadline)`. A renew deadline not known gives no margin.
+pub(super) fn stopped_by(
+    when: Instant,
+    left: i64,
+    granted: Duration,
+    renew_deadline: Option<Duration>,
+    seen_at: Instant,
+) -> Option<Instant> {
+    let margin = renew_deadline.map_or(Duration::ZERO, |rd| granted.saturating_sub(rd));
+    let upper = when + Duration::from_secs(left.max(0) as u64) + Duration::from_secs(1);
+    let by = upper.checked_sub(margin).unwrap_or(when);
+    (by > seen_at).then_some(by)
+}
+
 /// What this participant observed of the leader keys.
 #[derive(Default)]
 pub(crate) struct Seen {
@@ -34,6 +63,8 @@ pub(crate) struct Seen {
     /// The session lease of the last leader verified as a crown participant (its heartbeat
     /// names the lease).
     pub(super) crown_lease: Option<i64>,
+    /// The renew deadline that leader's heartbeat gave, if it gave one.
+    pub(super) crown_renew_deadline: Option<Duration>,
     /// The session lease of the last leader found not to be crown's, and since when (a crown
     /// leader's heartbeat can name its new session a moment after its key appears).
     pub(super) foreign_lease: Option<(i64, Instant)>,
@@ -154,8 +185,8 @@ impl Inner {
         our_rev: i64,
         own_ttl: Duration,
         retry: Duration,
-    ) -> Option<Instant> {
-        let (prev, seen_at, expiry, granted) = {
+    ) -> Option<(Instant, HoldWhy)> {
+        let (prev, seen_at, expiry, granted, renew_deadline) = {
             let s = self.seen.lock().unwrap();
             // The leader before us: the one we last read, if our watch of the prefix has not
             // reported its deletion yet (our campaign's own watch can be first), else the one
@@ -186,15 +217,24 @@ impl Inner {
                     if lease == prev.lease
                         && at.saturating_duration_since(when) < granted.unwrap_or(own_ttl) =>
                 {
-                    Some(when + Duration::from_secs(left.max(0) as u64))
+                    Some((when, left))
                 }
                 _ => None,
             };
-            (prev.clone(), at, expiry, granted)
+            let renew_deadline = s
+                .crown_renew_deadline
+                .filter(|_| s.crown_lease == Some(prev.lease));
+            (prev.clone(), at, expiry, granted, renew_deadline)
         };
-        // It ran out as the TTL we read said it would: an expiry (a crash, or cut off).
-        if expiry.is_some_and(|e| e <= seen_at) {
-            return None;
+        // It ran out as the TTL we read said it would: an expiry (a crash, or cut off), or a
+        // revoke within the second the whole-second TTL leaves open. Its holder has stopped by
+        // the end of that second, less how long before the expiry its renew deadline falls.
+        if let Some((when, left)) = expiry
+            && when + Duration::from_secs(left.max(0) as u64) <= seen_at
+        {
+            let ttl = granted.unwrap_or(own_ttl);
+            return stopped_by(when, left, ttl, renew_deadline, seen_at)
+                .map(|t| (t, HoldWhy::LastSecond));
         }
         // Both reads at once: a graceful handoff pays one round trip, not two.
         let (released, ttl) = tokio::join!(self.released(), async {
@@ -207,7 +247,7 @@ impl Inner {
         if ttl.is_ok_and(|r| r.ttl() > 0) {
             return None;
         }
-        Some(seen_at + granted.unwrap_or(own_ttl))
+        Some((seen_at + granted.unwrap_or(own_ttl), HoldWhy::Revoked))
     }
 
     /// Reads how long the leader's lease has left (for telling revoked from expired later).
@@ -232,5 +272,47 @@ impl Inner {
             s.ttl_sent = Some(sent);
             s.granted = Some((l.lease, r.granted_ttl()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn an_end_within_the_open_second_waits_for_the_holders_renew_deadline() {
+        let when = Instant::now();
+        let ttl = Duration::from_secs(2);
+        // Read 0 s left; the key went 300 ms later: the expiry may still have been up to
+        // 700 ms away, so a revoke could explain it. With no renew deadline known, wait out
+        // the whole second.
+        let seen = when + MS(300);
+        assert_eq!(stopped_by(when, 0, ttl, None, seen), Some(when + MS(1000)));
+        // A holder whose renew deadline is 1.5 s of a 2 s TTL stopped 500 ms before its
+        // lease ran out.
+        assert_eq!(
+            stopped_by(when, 0, ttl, Some(MS(1500)), seen),
+            Some(when + MS(500))
+        );
+        // Seen after that: nothing to wait for.
+        assert_eq!(
+            stopped_by(when, 0, ttl, Some(MS(1500)), when + MS(600)),
+            None
+        );
+        // The default timings (15 s TTL, 10 s renew deadline): never a wait.
+        let ttl = Duration::from_secs(15);
+        assert_eq!(
+            stopped_by(when, 3, ttl, Some(MS(10_000)), when + MS(3000)),
+            None
+        );
+        // A renew deadline above the TTL (no crown participant writes one) gives no margin,
+        // and one of 0 no more than a foreign leader gets (no wait at all).
+        assert_eq!(
+            stopped_by(when, 3, ttl, Some(MS(60_000)), when + MS(3000)),
+            Some(when + MS(4000))
+        );
+        assert_eq!(stopped_by(when, 3, ttl, Some(MS(0)), when + MS(3000)), None);
     }
 }
