@@ -1,6 +1,6 @@
 //! `crown run --once`: the duty's lines (done by anyone, recorded, not recorded) and the
 //! bounded write of its success record. When each happens is decided in
-//! [`Run`](super::run)'s steps; what a duty is, in [`crate::once`].
+//! `Run`'s steps (run.rs); what a duty is, in [`crate::once`].
 
 use crate::backend::{Backend, BackendError};
 use crate::election::Term;

@@ -12,7 +12,7 @@ use crate::exit::Failure;
 use crate::sidecar;
 use std::sync::Arc;
 
-/// What [`prepare`] found out and opened, for [`Run::start`](super::run).
+/// What [`prepare`] found out and opened, for `Run::start`.
 pub(super) struct Setup {
     pub(super) args: RunArgs,
     pub(super) cfg: Config,
