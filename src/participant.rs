@@ -7,11 +7,17 @@ use crate::cli::LogFormat;
 use crate::election::Identity;
 use crate::exit;
 
+mod duty;
+mod log;
+mod prepare;
 mod run;
+mod spawn;
+mod wait;
 
 pub use crate::exit::Failure;
 pub use crate::sidecar::policy::ResignBackoff;
-pub use run::{log_event, run};
+pub use log::log_event;
+pub use run::run;
 // The backends are built at the edge, each behind its cargo feature.
 pub use crate::connect::{observe_backend, open_backend};
 

@@ -10,18 +10,11 @@
 
 use super::demo::{self, Demo, Exit};
 use super::input::{Action, action};
+use super::remote::{delete_pod, revoke_session};
 use super::render::render;
-use super::state::{
-    KillPlan, LogKind, LogLine, PodKill, Reach, ResignPlan, Snapshot, State, Target,
-};
+use super::state::{KillPlan, LogKind, LogLine, Reach, ResignPlan, Snapshot, State, Target};
 use super::terminal::TerminalGuard;
 use crate::backend::Backend;
-use crate::backend::BackendError;
-#[cfg(feature = "etcd")]
-use crate::backend::etcd::EtcdBackend;
-#[cfg(feature = "kube")]
-use crate::backend::kube::KubeBackend;
-use crate::election::Term;
 use crate::participant::Failure;
 use crate::{exit, participant};
 use crossterm::event::{Event as TermEvent, EventStream};
@@ -36,6 +29,11 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+
+mod reach;
+
+/// The remote actions' client and results (defined in [`super::remote`]), by their old path.
+pub use super::remote::{Done, Remote};
 
 /// How long a backend read may take before the dashboard reports it as stuck.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -148,110 +146,6 @@ pub fn spawn_reader(
     (rx, task)
 }
 
-/// How a backend action, run in its own task off the loop, ended.
-#[derive(Debug)]
-pub enum Done {
-    /// The leader's Pod was deleted.
-    PodDeleted {
-        /// Its name.
-        pod: String,
-        /// The term its crown held.
-        term: Term,
-    },
-    /// The holder names no Pod: SIGKILL its confirmed local process instead.
-    NoPod(Target),
-    /// The leader's etcd session lease was revoked.
-    SessionRevoked {
-        /// The leader.
-        holder: String,
-        /// Its term.
-        term: Term,
-        /// The lease (hex).
-        lease: String,
-    },
-    /// The resign request was written on the Lease.
-    ResignRequested {
-        /// The leader asked.
-        holder: String,
-        /// Its term.
-        term: Term,
-    },
-    /// Refused or failed: the line to show.
-    Failed(String),
-}
-
-/// The client through which the dashboard acts on a leader it cannot signal.
-#[derive(Clone)]
-pub enum Remote {
-    /// Kubernetes: `k` deletes the leader's Pod, `r` annotates the Lease.
-    #[cfg(feature = "kube")]
-    Kube(Arc<KubeBackend>),
-    /// etcd: `r` writes the resign key.
-    #[cfg(feature = "etcd")]
-    Etcd(Arc<EtcdBackend>),
-}
-
-impl Remote {
-    #[cfg_attr(not(any(feature = "kube", feature = "etcd")), allow(unused_variables))]
-    async fn request_resign(&self, term: Term) -> Result<(), BackendError> {
-        match self.clone() {
-            #[cfg(feature = "kube")]
-            Remote::Kube(k) => k.request_resign(term).await,
-            #[cfg(feature = "etcd")]
-            Remote::Etcd(e) => e.request_resign(term).await,
-        }
-    }
-}
-
-/// Built without the kube backend: there are no Pods to delete.
-#[cfg(not(feature = "kube"))]
-async fn delete_pod(_: &Remote, _: PodKill) -> Done {
-    Done::Failed("k: Pods exist only on Kubernetes".into())
-}
-
-/// Deletes the leader's Pod (or finds it has none and a local fallback applies).
-#[cfg(feature = "kube")]
-async fn delete_pod(remote: &Remote, k: PodKill) -> Done {
-    #[allow(irrefutable_let_patterns)]
-    let Remote::Kube(kube) = remote else {
-        return Done::Failed("k: Pods exist only on Kubernetes".into());
-    };
-    if let Some(t) = k.fallback {
-        match kube.pod_exists(&k.holder).await {
-            Ok(false) => return Done::NoPod(t),
-            Ok(true) => {}
-            Err(e) => return Done::Failed(format!("k: {e}")),
-        }
-    }
-    match kube.delete_leader_pod(&k.holder, k.term).await {
-        Ok(pod) => Done::PodDeleted { pod, term: k.term },
-        Err(e) => Done::Failed(format!("k: refused to delete Pod {}: {e}", k.holder)),
-    }
-}
-
-/// Built without the etcd backend: there are no sessions to revoke.
-#[cfg(not(feature = "etcd"))]
-async fn revoke_session(_: &Remote, _: PodKill) -> Done {
-    Done::Failed("k: sessions exist only on etcd".into())
-}
-
-/// Revokes the etcd session of the leader in `k`.
-#[cfg(feature = "etcd")]
-async fn revoke_session(remote: &Remote, k: PodKill) -> Done {
-    #[allow(irrefutable_let_patterns)]
-    let Remote::Etcd(etcd) = remote else {
-        return Done::Failed("k: sessions exist only on etcd".into());
-    };
-    match etcd.revoke_leader(&k.holder, k.term).await {
-        Ok(lease) => Done::SessionRevoked {
-            holder: k.holder,
-            term: k.term,
-            lease,
-        },
-        Err(e) => Done::Failed(format!("k: refused to revoke {}'s session: {e}", k.holder)),
-    }
-}
-
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -285,90 +179,6 @@ impl App {
             state,
             demo,
             printed: 0,
-        }
-    }
-
-    /// `k` and `r` act through `remote` on a leader this host cannot signal.
-    pub fn with_remote(self, remote: Remote) -> Self {
-        match remote {
-            #[cfg(feature = "kube")]
-            Remote::Kube(k) => self.with_kube(k),
-            #[cfg(feature = "etcd")]
-            Remote::Etcd(e) => self.with_etcd(e),
-        }
-    }
-
-    /// On Kubernetes: `k` deletes the leader's Pod and `r` asks it to resign through `kube`
-    /// (the same backend the dashboard reads).
-    #[cfg(feature = "kube")]
-    pub fn with_kube(mut self, kube: Arc<KubeBackend>) -> Self {
-        self.remote = Some(Remote::Kube(kube));
-        self.state.reach = Reach::Kube;
-        self
-    }
-
-    /// On etcd: `r` asks a leader this host cannot signal to resign through `etcd`.
-    #[cfg(feature = "etcd")]
-    pub fn with_etcd(mut self, etcd: Arc<EtcdBackend>) -> Self {
-        self.remote = Some(Remote::Etcd(etcd));
-        self.state.reach = Reach::Etcd;
-        self
-    }
-
-    /// Runs a backend action in its own task (the loop never waits for the apiserver); its
-    /// result comes back as [`Done`].
-    fn spawn_remote<F>(&mut self, what: String, f: impl FnOnce(Remote) -> F)
-    where
-        F: Future<Output = Done> + Send + 'static,
-    {
-        let Some(remote) = self.remote.clone() else {
-            self.state.log(
-                LogKind::Error,
-                format!("{what}: no client to reach the leader"),
-            );
-            return;
-        };
-        self.state.log(LogKind::Action, format!("{what}…"));
-        self.state.pending = Some(what);
-        let tx = self.done_tx.clone();
-        let fut = f(remote);
-        tokio::spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-    }
-
-    /// Shows how a backend action ended.
-    pub fn remote_done(&mut self, d: Done) {
-        self.state.tick(jiff::Timestamp::now());
-        self.state.pending = None;
-        match d {
-            Done::PodDeleted { pod, term } => self.state.log(
-                LogKind::Action,
-                format!("deleted Pod {pod} (leader in term {term}); a follower takes over"),
-            ),
-            Done::SessionRevoked {
-                holder,
-                term,
-                lease,
-            } => self.state.log(
-                LogKind::Action,
-                format!(
-                    "revoked lease {lease} of {holder} (leader in term {term}); a follower takes over once that lease's TTL has passed"
-                ),
-            ),
-            Done::NoPod(t) => {
-                let what = format!("kill -9 {} (pid {}): it runs in no Pod", t.id, t.pid);
-                if self.send(&t, Signal::SIGKILL, &what)
-                    && self.state.paused.as_ref().is_some_and(|p| p.pid == t.pid)
-                {
-                    self.state.paused = None;
-                }
-            }
-            Done::ResignRequested { holder, term } => self.state.log(
-                LogKind::Action,
-                format!("asked {holder} to resign term {term} through the Lease"),
-            ),
-            Done::Failed(why) => self.state.log(LogKind::Warn, why),
         }
     }
 
@@ -795,140 +605,4 @@ pub fn this_host() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::{AcquireRequest, BackendError, LeaseView, Outcome};
-    use crate::election::lease::Observer;
-    use crate::election::{Grant, Member, Term};
-    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-    use ratatui::backend::TestBackend;
-
-    /// A backend whose every read hangs for ever, like a FIFO named `crown.lease`.
-    struct Stuck;
-
-    #[async_trait::async_trait]
-    impl crate::backend::Lock for Stuck {
-        fn kind(&self) -> &'static str {
-            "stuck"
-        }
-        async fn try_acquire_or_renew(
-            &self,
-            _: AcquireRequest,
-            _: &mut Observer,
-        ) -> Result<Outcome, BackendError> {
-            std::future::pending().await
-        }
-        async fn release(&self, _: Term) -> Result<(), BackendError> {
-            std::future::pending().await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl crate::backend::Observe for Stuck {
-        async fn lease(&self) -> Result<LeaseView, BackendError> {
-            std::future::pending().await
-        }
-        async fn members(&self) -> Result<Vec<Member>, BackendError> {
-            std::future::pending().await
-        }
-        async fn history(&self) -> Result<Vec<Grant>, BackendError> {
-            std::future::pending().await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl crate::backend::Heartbeat for Stuck {
-        async fn publish_member(&self, _: &Member) -> Result<(), BackendError> {
-            std::future::pending().await
-        }
-        async fn remove_member(&self, _: &str) -> Result<(), BackendError> {
-            std::future::pending().await
-        }
-    }
-
-    impl crate::backend::Duties for Stuck {}
-
-    fn opts() -> Options {
-        Options {
-            refresh: Duration::from_millis(50),
-            headless: false,
-            duration: None,
-            chaos: None,
-            read_timeout: Duration::from_millis(200),
-        }
-    }
-
-    fn key(c: char) -> std::io::Result<TermEvent> {
-        Ok(TermEvent::Key(KeyEvent::new(
-            KeyCode::Char(c),
-            KeyModifiers::NONE,
-        )))
-    }
-
-    fn app() -> App {
-        let state = State::new("crown", "stuck", "box", false, jiff::Timestamp::now());
-        App::new(Arc::new(Stuck), state, None)
-    }
-
-    #[tokio::test]
-    async fn quit_works_while_every_backend_read_hangs() {
-        let mut app = app();
-        let mut term = Terminal::new(TestBackend::new(100, 30)).unwrap();
-        let (keys, input) = futures::channel::mpsc::unbounded();
-        let (_tx, mut exits) = mpsc::unbounded_channel();
-        let o = opts();
-        let run = app.run_loop(
-            &o,
-            &mut exits,
-            Some(&mut term),
-            Some(input),
-            std::future::pending(),
-        );
-        let press = async {
-            // Long enough for the reader to report the stuck read.
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            keys.unbounded_send(key('q')).unwrap();
-            std::future::pending::<()>().await
-        };
-        let why = tokio::time::timeout(Duration::from_secs(5), async {
-            tokio::select! {
-                r = run => r,
-                _ = press => unreachable!(),
-            }
-        })
-        .await
-        .expect("q must quit while the backend hangs")
-        .unwrap();
-        assert_eq!(why, "quit");
-        let stuck = app
-            .state
-            .events
-            .iter()
-            .filter(|e| e.text.contains("read stuck"))
-            .count();
-        assert_eq!(stuck, 1, "{:?}", app.state.events);
-        assert!(!app.state.loaded);
-    }
-
-    #[tokio::test]
-    async fn a_signal_stops_the_loop_while_every_backend_read_hangs() {
-        let mut app = app();
-        let (_tx, mut exits) = mpsc::unbounded_channel();
-        let mut o = opts();
-        o.headless = true;
-        let stop = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            "SIGTERM"
-        };
-        let why = tokio::time::timeout(
-            Duration::from_secs(5),
-            app.run_loop::<TestBackend, futures::channel::mpsc::UnboundedReceiver<_>>(
-                &o, &mut exits, None, None, stop,
-            ),
-        )
-        .await
-        .expect("a signal must stop the dashboard while the backend hangs")
-        .unwrap();
-        assert_eq!(why, "SIGTERM");
-    }
-}
+mod tests;

@@ -5,6 +5,8 @@
 //! - [`input`]: key → [`input::Action`], pure;
 //! - [`render`]: `render(frame, &State)`, pure;
 //! - [`app`]: the `tokio::select!` loop that reads, signals and draws;
+//! - [`remote`]: actions on a leader it cannot signal (delete its Pod, revoke its session,
+//!   ask it to resign), through the backend's client;
 //! - [`demo`]: the demo's child processes;
 //! - [`terminal`]: raw mode and alternate screen, restored by a Drop guard and a panic hook;
 //! - [`procfs`]: who is behind a pid, so signals reach only confirmed participants.
@@ -16,6 +18,7 @@ pub mod app;
 pub mod demo;
 pub mod input;
 pub mod procfs;
+pub mod remote;
 pub mod render;
 pub mod state;
 pub mod terminal;
