@@ -521,7 +521,7 @@ impl SafeDir {
     }
 
     /// The slow half of [`SafeDir::write_atomic`]: `bytes` written and synced to a new temp
-    /// file (`O_EXCL`, unpredictable name) that [`Staged::commit`] renames over `name`.
+    /// file (`O_EXCL`, unpredictable name) that `Staged::commit` renames over `name`.
     /// Dropped uncommitted, the temp file is removed. A caller that must compare and replace
     /// under a lock stages first, so the lock covers only the rename (microseconds), never an
     /// fsync: a participant frozen (SIGSTOP) inside its locked section is then very unlikely.
