@@ -641,6 +641,7 @@ fn dashboard_revokes_the_leader_session_and_asks_it_to_resign_on_etcd() {
     // r: the dashboard cannot signal the leader, so it writes the resign key; the leader
     // releases term t1 and another participant leads in a higher term.
     tmux.send("r");
+    let r_at = Instant::now();
     let asked = format!("asked {first} to resign term {t1}");
     tmux.wait_for(&asked, |s| s.contains(&asked).then_some(()));
     etcd_history_ends(&eps, t1, "released", || led_after(t1));
@@ -648,6 +649,7 @@ fn dashboard_revokes_the_leader_session_and_asks_it_to_resign_on_etcd() {
         let (id, t) = header_leader(s)?;
         (t > t1 && id != first).then_some((id, t))
     });
+    let r_took = r_at.elapsed();
     let stop = by_id(&first).wait_for("the resign in the leader's log", WAIT, |l| {
         l.event() == "stopped_leading" && l.term() == Some(t1)
     });
@@ -664,6 +666,7 @@ fn dashboard_revokes_the_leader_session_and_asks_it_to_resign_on_etcd() {
     let prompt = format!("revoke the session of {second} (term {t2})? y/n");
     tmux.wait_for(&prompt, |s| s.contains(&prompt).then_some(()));
     tmux.send("y");
+    let k_at = Instant::now();
     let revoked = format!("revoked lease {lease} of {second} (leader in term {t2})");
     tmux.wait_for(&revoked, |s| s.contains(&revoked).then_some(()));
     assert!(!alive(&lease), "lease {lease} of {second} still in etcd");
@@ -673,6 +676,7 @@ fn dashboard_revokes_the_leader_session_and_asks_it_to_resign_on_etcd() {
         let (id, t) = header_leader(s)?;
         (t > t2 && id != second).then_some((id, t))
     });
+    let k_took = k_at.elapsed();
     let lost = by_id(&second).wait_for("the revoke in the leader's log", WAIT, |l| {
         l.event() == "stopped_leading" && l.term() == Some(t2)
     });
@@ -694,7 +698,7 @@ fn dashboard_revokes_the_leader_session_and_asks_it_to_resign_on_etcd() {
         );
     }
     eprintln!(
-        "etcd dashboard: {first} ({t1}) -r-> {second} ({t2}) -k-> {third} ({t3})\n{}",
+        "etcd dashboard: {first} ({t1}) -r-> {second} ({t2}) on screen after {r_took:?} -k-> {third} ({t3}) after {k_took:?}\n{}",
         tmux.screen()
     );
 
