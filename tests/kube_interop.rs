@@ -207,14 +207,8 @@ fn mixed(timings: &[&str]) -> (Duration, Duration) {
 
 #[test]
 fn crown_and_client_go_share_a_lease_with_crown_timings() {
-    let (to_go, to_crown) = mixed(&[
-        "--lease-duration",
-        "2s",
-        "--renew-deadline",
-        "1500ms",
-        "--retry-period",
-        "500ms",
-    ]);
+    let fast = common::timings_fast();
+    let (to_go, to_crown) = mixed(&fast.iter().map(String::as_str).collect::<Vec<_>>());
     eprintln!("handoff crown→client-go {to_go:?}, client-go→crown {to_crown:?}");
     // client-go polls (retry period 500 ms with jitter); crown is woken by its watch.
     assert!(

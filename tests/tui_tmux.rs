@@ -9,6 +9,8 @@
 //! passed" and never renews its old term again; `q` leaves no process behind.
 
 mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
 #[path = "common/kubelet.rs"]
 mod kubelet;
 
@@ -509,6 +511,194 @@ fn dashboard_deletes_the_leader_pod_and_asks_it_to_resign_on_kube() {
     let r_took = t0.elapsed();
     eprintln!(
         "kube dashboard: {holder} (term {term}) -k-> {second} ({t2}) on screen after {k_took:?} -r-> {third} ({t3}) after {r_took:?}\n{}",
+        tmux.screen()
+    );
+
+    tmux.send("q");
+    wait_until("the dashboard to exit", || exit_file.exists());
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+}
+
+/// A `crown run --backend etcd` participant in a UTS namespace of its own, named
+/// `crown-remote-<id>`: to a dashboard on this host its heartbeat says "another host", so the
+/// dashboard must reach it through etcd, never by a signal.
+fn remote_etcd_participant(eps: &str, id: &str) -> common::Participant {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--uts",
+        "sh",
+        "-c",
+        &format!("hostname crown-remote-{id} && exec \"$0\" \"$@\""),
+        BIN,
+    ]);
+    let mut args: Vec<String> = ["--backend", "etcd", "--endpoints", eps]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(common::timings_fast());
+    common::Participant::spawn_via(cmd, id, &args, "info,crown=debug")
+}
+
+/// `crown history -o json` on etcd: the grant of `term`.
+fn etcd_grant(eps: &str, term: u64) -> Option<Value> {
+    let (code, out, err) = common::crown(&[
+        "history",
+        "-o",
+        "json",
+        "--backend",
+        "etcd",
+        "--endpoints",
+        eps,
+    ]);
+    assert_eq!(code, 0, "crown history failed: {err}");
+    let h: Value = serde_json::from_str(&out).unwrap();
+    h.as_array()?
+        .iter()
+        .find(|g| g["term"].as_u64() == Some(term))
+        .cloned()
+}
+
+/// Polls `crown history` on etcd until `done()` holds and `term` has an end, which must be
+/// `how` whenever it is read: a follower may record the next grant (with how it saw `term`
+/// end) before the winner writes its own, and `crown history` shows whichever is there.
+fn etcd_history_ends(eps: &str, term: u64, how: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    loop {
+        let grant = etcd_grant(eps, term);
+        let ended = grant.as_ref().map(|g| &g["ended"]);
+        if let Some(e) = ended.filter(|e| !e.is_null()) {
+            assert_eq!(e, how, "term {term} recorded as ended {e}: {grant:?}");
+            if done() {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "term {term} not recorded as {how} within {WAIT:?}: {grant:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The session lease (hex) of the leader's key in election `crown`: the oldest key under
+/// `crown/` (etcd's election order).
+fn etcd_leader_lease(e: &etcd::Etcd) -> Option<String> {
+    let out = e.etcdctl(&[
+        "get",
+        "--prefix",
+        "crown/",
+        "--sort-by=CREATE",
+        "--order=ASCEND",
+        "--limit=1",
+        "-w",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).ok()?;
+    Some(format!("{:x}", v["kvs"][0]["lease"].as_i64()?))
+}
+
+/// The etcd counterpart of the kube case: three participants on "other hosts" (their own UTS
+/// namespaces) and the dashboard on this one, in tmux. `r` writes the resign key: the leader
+/// releases its term and another leads in a higher one. `k` + `y` revokes the new leader's
+/// session: its lease is gone from etcd, it loses leadership, and another leads in a higher
+/// term. No participant is ever signalled: all of them still run at the end.
+#[test]
+fn dashboard_revokes_the_leader_session_and_asks_it_to_resign_on_etcd() {
+    let _heavy = heavy();
+    let e = etcd::Etcd::start(1);
+    let eps = e.endpoints();
+    let parts: Vec<common::Participant> = ["a", "b", "c"]
+        .iter()
+        .map(|id| remote_etcd_participant(&eps, id))
+        .collect();
+    let by_id = |id: &str| parts.iter().find(|p| p.id == id).expect("a participant");
+    // Whether some participant logged leading in a term above `t`.
+    let led_after = |t: u64| {
+        parts.iter().any(|p| {
+            p.lines()
+                .iter()
+                .any(|l| l.event() == "became_leader" && l.term() > Some(t))
+        })
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let exit_file = tmp.path().join("tui.exit");
+    let cmd = format!(
+        "XDG_STATE_HOME='{}' '{BIN}' tui --backend etcd --endpoints '{eps}'; echo $? > '{}'",
+        tmp.path().join("state").display(),
+        exit_file.display()
+    );
+    let tmux = Tmux::start(&cmd, 120, 30);
+    let (first, t1) = tmux.wait_for("a leader on another host and three participants", |s| {
+        let l = header_leader(s)?;
+        s.contains("participants (3)").then_some(l)
+    });
+    assert!(
+        tmux.screen().contains("crown-remote-"),
+        "the participants' hosts are not shown:\n{}",
+        tmux.screen()
+    );
+
+    // r: the dashboard cannot signal the leader, so it writes the resign key; the leader
+    // releases term t1 and another participant leads in a higher term.
+    tmux.send("r");
+    let r_at = Instant::now();
+    let asked = format!("asked {first} to resign term {t1}");
+    tmux.wait_for(&asked, |s| s.contains(&asked).then_some(()));
+    etcd_history_ends(&eps, t1, "released", || led_after(t1));
+    let (second, t2) = tmux.wait_for("a new leader after the resign request", |s| {
+        let (id, t) = header_leader(s)?;
+        (t > t1 && id != first).then_some((id, t))
+    });
+    let r_took = r_at.elapsed();
+    let stop = by_id(&first).wait_for("the resign in the leader's log", WAIT, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(t1)
+    });
+    assert_eq!(stop.json["reason"], "released", "{:?}", stop.json);
+
+    // k, y: the dashboard revokes the new leader's session.
+    let lease = common::eventually("the leader's session lease", WAIT, || etcd_leader_lease(&e));
+    let alive = |lease: &str| {
+        !e.etcdctl(&["lease", "timetolive", lease])
+            .contains("already expired")
+    };
+    assert!(alive(&lease), "lease {lease} of {second} is not alive");
+    tmux.send("k");
+    let prompt = format!("revoke the session of {second} (term {t2})? y/n");
+    tmux.wait_for(&prompt, |s| s.contains(&prompt).then_some(()));
+    tmux.send("y");
+    let k_at = Instant::now();
+    let revoked = format!("revoked lease {lease} of {second} (leader in term {t2})");
+    tmux.wait_for(&revoked, |s| s.contains(&revoked).then_some(()));
+    assert!(!alive(&lease), "lease {lease} of {second} still in etcd");
+    // From the revoke until (and after) a successor leads, the history says `revoked`.
+    etcd_history_ends(&eps, t2, "revoked", || led_after(t2));
+    let (third, t3) = tmux.wait_for("a new leader after the revoke", |s| {
+        let (id, t) = header_leader(s)?;
+        (t > t2 && id != second).then_some((id, t))
+    });
+    let k_took = k_at.elapsed();
+    let lost = by_id(&second).wait_for("the revoke in the leader's log", WAIT, |l| {
+        l.event() == "stopped_leading" && l.term() == Some(t2)
+    });
+    assert!(
+        lost.message().contains("lost leadership"),
+        "{:?}",
+        lost.json
+    );
+    by_id(&third).wait_for("the new leader's log", WAIT, |l| {
+        l.event() == "became_leader" && l.term() == Some(t3)
+    });
+    etcd_history_ends(&eps, t2, "revoked", || true);
+    for p in &parts {
+        assert!(
+            running(p.pid() as u32),
+            "{} (pid {}) was killed: the dashboard may not signal other hosts",
+            p.id,
+            p.pid()
+        );
+    }
+    eprintln!(
+        "etcd dashboard: {first} ({t1}) -r-> {second} ({t2}) on screen after {r_took:?} -k-> {third} ({t3}) after {k_took:?}\n{}",
         tmux.screen()
     );
 

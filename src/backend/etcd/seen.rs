@@ -60,6 +60,10 @@ pub(crate) struct Seen {
     pub(super) ended: Option<(LeaderKv, Timestamp, Option<EndKind>)>,
     /// When (on the monotonic clock) that deletion was seen: (key, instant).
     ended_at: Option<(String, Instant)>,
+    /// Our own session lease as last kept alive: (lease, a lower bound of its expiry). When our
+    /// own leader key goes, this tells a revoke from an expiry as the TTL read of another
+    /// leader's lease does.
+    own: Option<(i64, Instant)>,
     /// The session lease of the last leader verified as a crown participant (its heartbeat
     /// names the lease).
     pub(super) crown_lease: Option<i64>,
@@ -68,6 +72,17 @@ pub(crate) struct Seen {
     /// The session lease of the last leader found not to be crown's, and since when (a crown
     /// leader's heartbeat can name its new session a moment after its key appears).
     pub(super) foreign_lease: Option<(i64, Instant)>,
+}
+
+/// A TTL read of a leader's lease: (lease, when the read was sent, seconds left).
+type TtlRead = (i64, Instant, i64);
+
+impl Seen {
+    /// The last TTL read.
+    fn ttl_read(&self) -> Option<TtlRead> {
+        let (lease, _, left) = self.ttl?;
+        Some((lease, self.ttl_sent?, left))
+    }
 }
 
 impl Inner {
@@ -96,7 +111,8 @@ impl Inner {
                 let now = Timestamp::now();
                 s.ended = Some((prev.clone(), now, None));
                 s.ended_at = Some((prev.key.clone(), Instant::now()));
-                self.classify_in_background(prev);
+                let read = s.ttl_read();
+                self.classify_in_background(prev, read);
                 Some(now)
             }
             _ => None,
@@ -110,7 +126,7 @@ impl Inner {
     /// A key under the candidate prefix was deleted: if it was the leader's, note when, and
     /// find out how its term ended.
     pub(super) fn observe_delete(self: &Arc<Self>, key: &[u8], _rev: i64) {
-        let prev = {
+        let (prev, read) = {
             let mut s = self.seen.lock().unwrap();
             match &s.leader {
                 Some(l) if l.key.as_bytes() == key => {
@@ -119,18 +135,20 @@ impl Inner {
                     s.ended_at = Some((l.key.clone(), Instant::now()));
                     s.leader = None;
                     s.none_since = Some(Timestamp::now());
-                    l
+                    (l, s.ttl_read())
                 }
                 _ => return,
             }
         };
-        self.classify_in_background(prev);
+        self.classify_in_background(prev, read);
     }
 
-    fn classify_in_background(self: &Arc<Self>, prev: LeaderKv) {
+    /// `read`: the last TTL read when the end was noted (a read of the next leader's lease,
+    /// spawned once that leader is seen, may replace it before the classification runs).
+    fn classify_in_background(self: &Arc<Self>, prev: LeaderKv, read: Option<TtlRead>) {
         let inner = self.clone();
         tokio::spawn(async move {
-            let end = inner.classify_end(&prev).await;
+            let end = inner.classify_end(&prev, read).await;
             let mut s = inner.seen.lock().unwrap();
             if let Some((l, _, e)) = &mut s.ended
                 && l.key == prev.key
@@ -140,7 +158,7 @@ impl Inner {
         });
     }
 
-    async fn classify_end(&self, prev: &LeaderKv) -> EndKind {
+    async fn classify_end(&self, prev: &LeaderKv, read: Option<TtlRead>) -> EndKind {
         // The lease first: a resigning client revokes its session right after the delete.
         let ttl = call!(self, "lease ttl", OP_TIMEOUT, |c| c
             .lease_time_to_live(prev.lease, None))
@@ -159,15 +177,23 @@ impl Inner {
             Some((key, at)) if *key == prev.key => *at,
             _ => Instant::now(),
         };
-        match (s.ttl, s.ttl_sent) {
-            (Some((lease, _, left)), Some(sent))
+        match (read, s.own) {
+            (Some((lease, sent, left)), _)
                 if lease == prev.lease
                     && sent + Duration::from_secs(left.max(0) as u64) > deleted =>
             {
                 EndKind::Revoked
             }
+            (_, Some((lease, until))) if lease == prev.lease && until > deleted => EndKind::Revoked,
             _ => EndKind::Expired,
         }
+    }
+
+    /// Notes a keep-alive of our session `lease` sent at `sent` and answered with `ttl`
+    /// seconds: etcd renewed it after `sent`, so it cannot expire before `sent + ttl`.
+    pub(super) fn kept_alive(&self, lease: i64, sent: Instant, ttl: i64) {
+        self.seen.lock().unwrap().own =
+            Some((lease, sent + Duration::from_secs(ttl.max(0) as u64)));
     }
 
     /// After our campaign won in `our_rev`: until when we must not act yet. The leader before

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 impl Inner {
     /// Grants a session lease of `t.ttl` seconds.
     pub(super) async fn grant_session(&self, t: Timings) -> Result<i64, BackendError> {
+        let sent = Instant::now();
         let r = call!(self, "lease grant", OP_TIMEOUT, |c| c
             .lease_grant(t.ttl, None))?;
         if r.ttl() > t.ttl {
@@ -24,6 +25,7 @@ impl Inner {
                 r.ttl()
             );
         }
+        self.kept_alive(r.id(), sent, r.ttl());
         Ok(r.id())
     }
 
@@ -47,6 +49,7 @@ impl Inner {
                     _ = sleep(t.retry) => {}
                 }
                 let limit = t.retry.max(Duration::from_millis(500));
+                let sent = Instant::now();
                 let r = tokio::select! {
                     _ = stop.cancelled() => return,
                     r = async { timeout_call!(inner, limit, |c| c.lease_keep_alive(lease)) } => r,
@@ -54,6 +57,8 @@ impl Inner {
                 let gone = match r {
                     Ok(Ok(_)) => {
                         last_ok = Instant::now();
+                        // Renewed to its whole TTL after `sent` (at least the TTL we asked).
+                        inner.kept_alive(lease, sent, t.ttl);
                         inner.health(None);
                         false
                     }
