@@ -8,9 +8,7 @@ use crate::backend::etcd::EtcdBackend;
 #[cfg(feature = "kube")]
 use crate::backend::kube::KubeBackend;
 use crate::tui::remote::{Done, Remote};
-use crate::tui::state::LogKind;
-#[cfg(any(feature = "kube", feature = "etcd"))]
-use crate::tui::state::Reach;
+use crate::tui::state::{LogKind, Reach};
 use nix::sys::signal::Signal;
 use std::future::Future;
 #[cfg(any(feature = "kube", feature = "etcd"))]
@@ -93,10 +91,16 @@ impl App {
                     self.state.paused = None;
                 }
             }
-            Done::ResignRequested { holder, term } => self.state.log(
-                LogKind::Action,
-                format!("asked {holder} to resign term {term} through the Lease"),
-            ),
+            Done::ResignRequested { holder, term } => {
+                let through = match self.state.reach {
+                    Reach::Etcd => "the resign key",
+                    _ => "the Lease",
+                };
+                self.state.log(
+                    LogKind::Action,
+                    format!("asked {holder} to resign term {term} through {through}"),
+                )
+            }
             Done::Failed(why) => self.state.log(LogKind::Warn, why),
         }
     }
