@@ -13,12 +13,17 @@
 //! never a write elsewhere or a hang. Files are created 0600 (0660 in a group share); temp files
 //! for atomic replacement get an unpredictable name and `O_EXCL`. Reads are bounded.
 
+mod dir;
+mod write;
+
+pub use write::Staged;
+
 use crate::backend::BackendError;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::collections::hash_map::RandomState;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -38,44 +43,6 @@ pub struct SafeDir {
     path: PathBuf,
     sharing: Sharing,
     euid: u32,
-}
-
-/// A temp file written and synced, waiting to be renamed over its name
-/// ([`SafeDir::stage`]); removed if dropped uncommitted.
-pub struct Staged<'d> {
-    dir: &'d SafeDir,
-    tmp: String,
-    name: String,
-    done: bool,
-}
-
-impl Staged<'_> {
-    /// Renames the temp file over its name: atomic, so readers see the old or the new bytes.
-    /// The directory is not synced here ([`SafeDir::sync`]).
-    pub fn commit(mut self) -> Result<(), BackendError> {
-        rustix::fs::renameat(
-            &self.dir.fd,
-            self.tmp.as_str(),
-            &self.dir.fd,
-            self.name.as_str(),
-        )
-        .map_err(|e| {
-            unavailable(format!(
-                "cannot write {}: {e}",
-                self.dir.shown(&self.name).display()
-            ))
-        })?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = rustix::fs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
-        }
-    }
 }
 
 /// What a bounded read found.
@@ -124,146 +91,7 @@ pub fn describe_uid(uid: u32) -> String {
     }
 }
 
-fn our_groups() -> Vec<u32> {
-    let mut g: Vec<u32> = rustix::process::getgroups()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|g| g.as_raw())
-        .collect();
-    g.push(rustix::process::getegid().as_raw());
-    g
-}
-
-/// Checks that no ancestor of `dir` (canonical) can be replaced by another user: each is owned
-/// by root or us and not writable by group or others unless it has the sticky bit.
-fn check_ancestors(dir: &Path, euid: u32) -> Result<(), BackendError> {
-    for a in dir.ancestors() {
-        let st = match rustix::fs::stat(a) {
-            Ok(st) => st,
-            Err(e) => return Err(unavailable(format!("cannot inspect {}: {e}", a.display()))),
-        };
-        let mode = st.st_mode as u32;
-        let uid = st.st_uid;
-        let sticky = mode & 0o1000 != 0;
-        if (uid != 0 && uid != euid) || (mode & 0o022 != 0 && !sticky) {
-            return Err(unavailable(format!(
-                "refusing {}: its parent {} is owned by {} with mode {:04o}; another user could swap the directory (use a directory whose parents are owned by root or you and not writable by others)",
-                dir.display(),
-                a.display(),
-                describe_uid(uid),
-                mode & 0o7777
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl SafeDir {
-    /// Opens (creating it 0700 if `create` and missing) and verifies the directory `path`.
-    /// A missing directory with `create == false` is `Ok(None)`.
-    pub fn open(path: &Path, create: bool) -> Result<Option<SafeDir>, BackendError> {
-        let euid = rustix::process::geteuid().as_raw();
-        if create {
-            use std::os::unix::fs::DirBuilderExt;
-            match std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-            {
-                Ok(()) => {}
-                // A symlink or a non-directory: reported with its owner and mode below.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(unavailable(format!(
-                        "cannot create directory {}: {e}",
-                        path.display()
-                    )));
-                }
-            }
-        }
-        let abs = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| unavailable(format!("cannot resolve {}: {e}", path.display())))?
-                .join(path)
-        };
-        let (parent, name) = match (abs.parent(), abs.file_name()) {
-            (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
-            // `/`, or a path ending in `..`: resolve it fully (no last component to protect).
-            _ => {
-                let c = std::fs::canonicalize(&abs)
-                    .map_err(|e| unavailable(format!("cannot resolve {}: {e}", path.display())))?;
-                match (c.parent(), c.file_name()) {
-                    (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
-                    _ => {
-                        return Err(unavailable(format!(
-                            "refusing {}: not a directory crown can own",
-                            path.display()
-                        )));
-                    }
-                }
-            }
-        };
-        let parent = match std::fs::canonicalize(&parent) {
-            Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
-            Err(e) => {
-                return Err(unavailable(format!(
-                    "cannot resolve {}: {e}",
-                    parent.display()
-                )));
-            }
-        };
-        let pfd = rustix::fs::open(
-            &parent,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| unavailable(format!("cannot open {}: {e}", parent.display())))?;
-        let shown = parent.join(&name);
-        let fd = match rustix::fs::openat(
-            &pfd,
-            name.as_os_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) if !create => return Ok(None),
-            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
-                let what = rustix::fs::statat(&pfd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-                    .map(|st| {
-                        format!(
-                            "is a {} owned by {}",
-                            kind_name(st.st_mode),
-                            describe_uid(st.st_uid)
-                        )
-                    })
-                    .unwrap_or_else(|_| "is not a directory".into());
-                return Err(unavailable(format!(
-                    "refusing {}: it {what}, not a directory (crown never follows a symlink for its directory)",
-                    shown.display()
-                )));
-            }
-            Err(e) => {
-                return Err(unavailable(format!(
-                    "cannot open directory {}: {e}",
-                    shown.display()
-                )));
-            }
-        };
-        check_ancestors(&parent, euid)?;
-        let st = rustix::fs::fstat(&fd)
-            .map_err(|e| unavailable(format!("cannot inspect {}: {e}", shown.display())))?;
-        let sharing = dir_policy(&shown, st.st_uid, st.st_gid, st.st_mode as u32, euid)?;
-        Ok(Some(SafeDir {
-            fd,
-            path: shown,
-            sharing,
-            euid,
-        }))
-    }
-
     /// The directory's path (for messages and the inotify watch).
     pub fn path(&self) -> &Path {
         &self.path
@@ -284,90 +112,6 @@ impl SafeDir {
     fn shown(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
-
-    /// Opens (or with `create`, creates) the subdirectory `name` and verifies it like its
-    /// parent. `Ok(None)` if it is missing and `create` is false.
-    pub fn subdir(&self, name: &str, create: bool) -> Result<Option<SafeDir>, BackendError> {
-        let shown = self.shown(name);
-        if create {
-            let mode = if self.sharing == Sharing::Private {
-                0o700
-            } else {
-                0o2770
-            };
-            match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)) {
-                Ok(()) => {
-                    if let Sharing::Group(_) = self.sharing
-                        && let Ok(fd) = rustix::fs::openat(
-                            &self.fd,
-                            name,
-                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-                            Mode::empty(),
-                        )
-                    {
-                        // The umask may have removed the group bits.
-                        let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode));
-                    }
-                }
-                Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => {
-                    return Err(unavailable(format!(
-                        "cannot create {}: {e}",
-                        shown.display()
-                    )));
-                }
-            }
-        }
-        let fd = match rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) if !create => return Ok(None),
-            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
-                return Err(self.not_regular(name, "a directory"));
-            }
-            Err(e) => {
-                return Err(unavailable(format!("cannot open {}: {e}", shown.display())));
-            }
-        };
-        let st = rustix::fs::fstat(&fd)
-            .map_err(|e| unavailable(format!("cannot inspect {}: {e}", shown.display())))?;
-        let sharing = match self.sharing {
-            // Inside a verified share any member may have created it: it must stay a share.
-            Sharing::Group(g) => {
-                let perm = st.st_mode as u32 & 0o7777;
-                if st.st_gid != g || perm & 0o2070 != 0o2070 || perm & 0o007 != 0 {
-                    return Err(unavailable(format!(
-                        "refusing {}: owned by {} group {}, mode {perm:04o}; in a group share it must be setgid, group {g}, mode 2770",
-                        shown.display(),
-                        describe_uid(st.st_uid),
-                        st.st_gid
-                    )));
-                }
-                Sharing::Group(g)
-            }
-            Sharing::Private => {
-                dir_policy(&shown, st.st_uid, st.st_gid, st.st_mode as u32, self.euid)?
-            }
-        };
-        if sharing != self.sharing {
-            return Err(unavailable(format!(
-                "refusing {}: its sharing ({sharing:?}) differs from its parent's ({:?})",
-                shown.display(),
-                self.sharing
-            )));
-        }
-        Ok(Some(SafeDir {
-            fd,
-            path: shown,
-            sharing,
-            euid: self.euid,
-        }))
-    }
-
     fn not_regular(&self, name: &str, wanted: &str) -> BackendError {
         let what = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
             .map(|st| {
@@ -512,112 +256,6 @@ impl SafeDir {
         Ok(Some(Bounded::Data(buf)))
     }
 
-    /// Replaces `name` atomically with `bytes`: a new temp file (`O_EXCL`, unpredictable name),
-    /// fsync, rename over `name`, fsync of the directory.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
-        self.stage(name, bytes)?.commit()?;
-        self.sync();
-        Ok(())
-    }
-
-    /// The slow half of [`SafeDir::write_atomic`]: `bytes` written and synced to a new temp
-    /// file (`O_EXCL`, unpredictable name) that `Staged::commit` renames over `name`.
-    /// Dropped uncommitted, the temp file is removed. A caller that must compare and replace
-    /// under a lock stages first, so the lock covers only the rename (microseconds), never an
-    /// fsync: a participant frozen (SIGSTOP) inside its locked section is then very unlikely.
-    pub fn stage<'d>(&'d self, name: &str, bytes: &[u8]) -> Result<Staged<'d>, BackendError> {
-        let staged = Staged {
-            dir: self,
-            tmp: format!(".{name}.{:016x}.tmp", random_u64()),
-            name: name.to_owned(),
-            done: false,
-        };
-        let fd = self
-            .open_raw(
-                &staged.tmp,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::TRUNC,
-            )?
-            .expect("created");
-        let mut f = File::from(fd);
-        let io =
-            |e: io::Error| unavailable(format!("cannot write {}: {e}", self.shown(name).display()));
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        Ok(staged)
-    }
-
-    /// fsync of the directory itself (best effort), making renames in it durable.
-    pub fn sync(&self) {
-        let _ = rustix::fs::fsync(&self.fd);
-    }
-
-    /// Appends `line` (which must end in `\n`) to `name`, on a fresh line even if the file
-    /// ends with a torn one, and syncs it. On failure the file is cut back to its old size
-    /// (best effort), so crown itself never leaves a torn line behind.
-    pub fn append_line(&self, name: &str, line: &[u8]) -> Result<(), BackendError> {
-        let fd = self
-            .open_raw(name, OFlags::RDWR | OFlags::CREATE | OFlags::APPEND)?
-            .expect("created");
-        let st = self.check_file(name, &fd, false)?;
-        let size = st.st_size as u64;
-        let io = |e: io::Error| {
-            unavailable(format!(
-                "cannot append to {}: {e}",
-                self.shown(name).display()
-            ))
-        };
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        if size > 0 {
-            let mut last = [0u8; 1];
-            let n = rustix::io::pread(&fd, &mut last, size - 1).map_err(|e| io(e.into()))?;
-            if n == 1 && last[0] != b'\n' {
-                buf.push(b'\n');
-            }
-        }
-        buf.extend_from_slice(line);
-        let mut f = File::from(fd);
-        let res = f.write_all(&buf).and_then(|_| f.sync_data());
-        if let Err(e) = res {
-            let _ = f.set_len(size);
-            let _ = f.sync_data();
-            return Err(io(e));
-        }
-        Ok(())
-    }
-
-    /// Removes crown's temp files (`.<prefix>….tmp`) older than a minute: left behind only by a
-    /// crash between their creation and their rename.
-    pub fn sweep_temps(&self, prefix: &str) {
-        let Ok(names) = self.list() else { return };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        for n in names {
-            if n.len() > prefix.len() + 1
-                && n.starts_with('.')
-                && n[1..].starts_with(prefix)
-                && n.ends_with(".tmp")
-                && let Ok(st) = rustix::fs::statat(&self.fd, n.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-                && FileType::from_raw_mode(st.st_mode as _) == FileType::RegularFile
-                && now - st.st_mtime > 60
-            {
-                let _ = rustix::fs::unlinkat(&self.fd, n.as_str(), AtFlags::empty());
-            }
-        }
-    }
-
-    /// Removes `name`; a missing file is fine.
-    pub fn remove(&self, name: &str) -> Result<(), BackendError> {
-        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(unavailable(format!(
-                "cannot remove {}: {e}",
-                self.shown(name).display()
-            ))),
-        }
-    }
-
     /// The names in the directory (not `.`/`..`).
     pub fn list(&self) -> Result<Vec<String>, BackendError> {
         let dir = rustix::fs::Dir::read_from(&self.fd)
@@ -665,35 +303,6 @@ impl SafeDir {
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-/// The policy a directory's owner and mode allow, or the one-line refusal.
-fn dir_policy(
-    path: &Path,
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    euid: u32,
-) -> Result<Sharing, BackendError> {
-    let perm = mode & 0o7777;
-    let setgid = mode & 0o2000 != 0;
-    if uid == euid && perm & 0o022 == 0 {
-        return Ok(Sharing::Private);
-    }
-    if setgid
-        && (uid == euid || uid == 0)
-        && perm & 0o070 == 0o070
-        && perm & 0o007 == 0
-        && (euid == 0 || our_groups().contains(&gid))
-    {
-        return Ok(Sharing::Group(gid));
-    }
-    Err(unavailable(format!(
-        "refusing directory {}: owned by {} group {gid}, mode {perm:04o}; it must be owned by you ({}) and not writable by group or others, or be a group share (setgid, mode 2770, owned by you or root, a group you are in; see README \"Running on shared hosts\")",
-        path.display(),
-        describe_uid(uid),
-        describe_uid(euid),
-    )))
 }
 
 /// A fingerprint of a too-big file's first bytes and size (stable within and across

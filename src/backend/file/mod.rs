@@ -22,34 +22,31 @@
 //! Locks are std's `File::lock`/`try_lock` (flock(2) on Linux, stable since Rust 1.89).
 //! A holder on another host (a shared directory) is judged by expiry only.
 
+mod alive;
 mod duty;
 mod fsx;
 mod history;
+mod members;
+mod store;
 
 pub use fsx::{SafeDir, Sharing};
 
-use super::record::{self, Finish, Intent, RecordStore};
+use super::record;
 use super::{
-    AcquireRequest, BackendError, Duties, Heartbeat, LeaseView, Lock, Observe, Outcome,
-    validate_election_name,
+    AcquireRequest, BackendError, Duties, LeaseView, Lock, Observe, Outcome, validate_election_name,
 };
-use crate::election::lease::{Current, Liveness, Observer};
+use crate::election::lease::{Current, Observer};
 use crate::election::{Grant, Identity, LeaseRecord, Member, Term};
 use async_trait::async_trait;
-use fsx::Bounded;
 use history::{FloorCache, Line, scan_floor, scan_lines};
 use jiff::Timestamp;
 use std::collections::HashSet;
-use std::fs::{File, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
 use tokio::sync::Notify;
-
-/// How long a CAS may wait for the short lease lock before giving up for this round.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// A lease record or heartbeat larger than this is corrupt, not loaded.
 pub const MAX_RECORD: u64 = 64 * 1024;
@@ -228,49 +225,6 @@ impl FileBackend {
 }
 
 impl Inner {
-    fn cas_lock(&self, deadline: Option<std::time::Instant>) -> Result<File, BackendError> {
-        let f = self.dir.open_rw(&self.lock_name)?;
-        let give_up = std::time::Instant::now() + LOCK_WAIT;
-        let give_up = deadline.map_or(give_up, |d| d.min(give_up));
-        loop {
-            match f.try_lock() {
-                Ok(()) => return Ok(f),
-                Err(TryLockError::WouldBlock) => {
-                    if std::time::Instant::now() >= give_up {
-                        return Err(BackendError::Conflict(format!(
-                            "{} is busy (another participant is stuck inside its compare-and-swap)",
-                            self.dir.path().join(&self.lock_name).display()
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(io_err(
-                        "cannot lock",
-                        &self.dir.path().join(&self.lock_name),
-                        e,
-                    ));
-                }
-            }
-        }
-    }
-
-    fn read_current(&self) -> Result<Current, BackendError> {
-        let bytes = match self.dir.read_bounded(&self.lease_name, MAX_RECORD)? {
-            None => return Ok(Current::Missing),
-            Some(Bounded::TooBig { size, fingerprint }) => {
-                return Ok(Current::Corrupt {
-                    fingerprint,
-                    reason: format!(
-                        "{size} bytes, over the {MAX_RECORD}-byte limit of a lease record"
-                    ),
-                });
-            }
-            Some(Bounded::Data(b)) => b,
-        };
-        Ok(parse_record(&bytes))
-    }
-
     fn history_path(&self) -> PathBuf {
         self.dir.path().join(&self.history_name)
     }
@@ -399,319 +353,6 @@ impl Inner {
         *self.history_cache.lock().unwrap() = Some((key, out.clone()));
         Ok(out)
     }
-
-    fn open_alive(&self) -> Result<File, BackendError> {
-        self.dir.open_rw(&self.alive_name)
-    }
-
-    /// Tries to take the alive lock and write `term` into it.
-    fn take_alive(&self, f: Option<File>, term: Term) -> Option<File> {
-        let mut f = match f {
-            Some(f) => f,
-            None => {
-                let f = self.open_alive().ok()?;
-                f.try_lock().ok()?;
-                f
-            }
-        };
-        let ok = f
-            .set_len(0)
-            .and_then(|_| f.seek(SeekFrom::Start(0)))
-            .and_then(|_| f.write_all(term.0.to_string().as_bytes()));
-        if let Err(e) = ok {
-            tracing::warn!(
-                "cannot write {}: {e}",
-                self.dir.path().join(&self.alive_name).display()
-            );
-        }
-        Some(f)
-    }
-
-    /// Arms the background waiter on the alive lock: one wake-up when it becomes free.
-    fn arm_waker(&self) {
-        if self.armed.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let mut w = self.waker.lock().unwrap();
-        if w.is_none() {
-            let (tx, rx) = mpsc::channel::<()>();
-            let dir = self.dir.clone();
-            let name = self.alive_name.clone();
-            let notify = self.notify.clone();
-            let armed = self.armed.clone();
-            let freed_at = self.freed_at.clone();
-            let spawned = std::thread::Builder::new()
-                .name("crown-alive-waiter".into())
-                .spawn(move || {
-                    while rx.recv().is_ok() {
-                        let Ok(f) = dir.open_rw(&name) else {
-                            armed.store(false, Ordering::SeqCst);
-                            continue;
-                        };
-                        if f.lock().is_ok() {
-                            *freed_at.lock().unwrap() = Some(Timestamp::now());
-                            tracing::debug!("alive lock became free");
-                            let _ = f.unlock();
-                        }
-                        drop(f);
-                        armed.store(false, Ordering::SeqCst);
-                        notify.notify_one();
-                    }
-                });
-            match spawned {
-                Ok(_) => *w = Some(tx),
-                Err(e) => {
-                    tracing::warn!("cannot start the alive-lock waiter: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(tx) = w.as_ref() {
-            let _ = tx.send(());
-        }
-    }
-
-    /// The members directory (created if `create`); `None` if missing.
-    fn members_dir(&self, create: bool) -> Result<Option<Arc<SafeDir>>, BackendError> {
-        let mut m = self.members.lock().unwrap();
-        if let Some(d) = m.as_ref() {
-            return Ok(Some(d.clone()));
-        }
-        let d = self.dir.subdir(&self.members_name, create)?.map(Arc::new);
-        m.clone_from(&d);
-        Ok(d)
-    }
-
-    fn members(&self) -> Result<Vec<Member>, BackendError> {
-        let Some(dir) = self.members_dir(false)? else {
-            return Ok(vec![]);
-        };
-        let mut out = Vec::new();
-        for name in dir.list()? {
-            if name.starts_with('.') || !name.ends_with(".json") {
-                continue;
-            }
-            let p = dir.path().join(&name);
-            match dir.read_bounded(&name, MAX_RECORD) {
-                Ok(Some(Bounded::Data(b))) => match serde_json::from_slice::<Member>(&b) {
-                    Ok(m) => out.push(m),
-                    Err(e) => tracing::warn!("skipping unreadable heartbeat {}: {e}", p.display()),
-                },
-                Ok(Some(Bounded::TooBig { size, .. })) => tracing::warn!(
-                    "skipping heartbeat {}: {size} bytes, over the {MAX_RECORD}-byte limit",
-                    p.display()
-                ),
-                Ok(None) => {} // removed while we listed
-                Err(e) => tracing::warn!("skipping heartbeat: {e}"),
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
-    }
-}
-
-/// Parses a lease record: corrupt (with a fingerprint) or a record.
-fn parse_record(bytes: &[u8]) -> Current {
-    use std::hash::{Hash, Hasher};
-    match serde_json::from_slice::<LeaseRecord>(bytes) {
-        Ok(r) => Current::Record(r),
-        Err(e) => {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            bytes.hash(&mut h);
-            let reason = if bytes.is_empty() {
-                "file is empty".to_string()
-            } else {
-                e.to_string()
-            };
-            Current::Corrupt {
-                fingerprint: h.finish(),
-                reason,
-            }
-        }
-    }
-}
-
-/// One read-decide-write. The record is read without the compare-and-swap lock (it is
-/// replaced by an atomic rename, so a read is never torn); the write takes the lock, reads the
-/// record again and writes only if it is still what was read, all in one blocking task. The
-/// lock is so held for microseconds, by one thread: a participant frozen (SIGSTOP) or starved
-/// between the read and the write holds nothing that others wait for. The holder's alive lock,
-/// if the liveness probe took it, is in `probe`.
-struct Txn {
-    probe: Option<File>,
-    holder_lock_held: bool,
-    /// The record as read: the version the write compares against.
-    seen: Current,
-    /// A renewal's renew deadline: past it, nothing is written.
-    deadline: Option<std::time::Instant>,
-}
-
-#[async_trait]
-impl RecordStore for Arc<Inner> {
-    type Version = Txn;
-
-    fn me(&self) -> &Identity {
-        &self.me
-    }
-
-    async fn read(&self, intent: Intent) -> Result<(Current, Txn), BackendError> {
-        let inner = self.clone();
-        blocking(move || {
-            let deadline = match intent {
-                Intent::Attempt { deadline } => deadline.map(|d| d.into_std()),
-                Intent::Release => None,
-            };
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                // Our renew deadline has passed: write nothing in this term.
-                return Err(BackendError::Conflict(
-                    "renew deadline passed before the write".into(),
-                ));
-            }
-            let cur = inner.read_current()?;
-            if let (
-                Intent::Attempt { .. },
-                Current::Corrupt {
-                    fingerprint,
-                    reason,
-                },
-            ) = (intent, &cur)
-            {
-                let mut w = inner.warned_corrupt.lock().unwrap();
-                if *w != Some(*fingerprint) {
-                    tracing::warn!(
-                        "corrupt lease file {}: {reason}; treating it as held until it stays unchanged for the lease duration, then replacing it with a higher term",
-                        inner.lease_path.display()
-                    );
-                    *w = Some(*fingerprint);
-                }
-            }
-            let txn = Txn {
-                probe: None,
-                holder_lock_held: false,
-                seen: cur.clone(),
-                deadline,
-            };
-            Ok((cur, txn))
-        })
-        .await
-    }
-
-    /// The alive-lock probe: only for a holder on this host that is not us.
-    async fn liveness(
-        &self,
-        current: &Current,
-        held: Option<Term>,
-        txn: &mut Txn,
-    ) -> Result<Liveness, BackendError> {
-        let freed_at = self.freed_at.lock().unwrap().take();
-        let leading_this = |r: &LeaseRecord| held == Some(r.term) && r.holder == self.me.id;
-        let term = match current {
-            Current::Record(r) if r.is_held() && !leading_this(r) && r.host == self.me.host => {
-                r.term
-            }
-            _ => return Ok(Liveness::Unknown),
-        };
-        let inner = self.clone();
-        let (probe, holder_lock_held, liveness) = blocking(move || {
-            let f = inner.open_alive()?;
-            Ok(match f.try_lock() {
-                Ok(()) => {
-                    let mut s = String::new();
-                    let _ = (&f).take(64).read_to_string(&mut s);
-                    let liveness = if s.trim().parse::<u64>().ok() == Some(term.0) {
-                        Liveness::HolderGone {
-                            noticed_at: freed_at,
-                        }
-                    } else {
-                        Liveness::Unknown
-                    };
-                    (Some(f), false, liveness)
-                }
-                Err(TryLockError::WouldBlock) => (None, true, Liveness::Unknown),
-                Err(TryLockError::Error(e)) => {
-                    tracing::warn!(
-                        "cannot probe {}: {e}",
-                        inner.dir.path().join(&inner.alive_name).display()
-                    );
-                    (None, false, Liveness::Unknown)
-                }
-            })
-        })
-        .await?;
-        txn.probe = probe;
-        txn.holder_lock_held = holder_lock_held;
-        Ok(liveness)
-    }
-
-    async fn floor(&self, _: &mut Txn) -> Result<Option<Term>, BackendError> {
-        let inner = self.clone();
-        blocking(move || inner.term_floor().map(Some)).await
-    }
-
-    async fn write(&self, txn: &mut Txn, write: record::Write<'_>) -> Result<(), BackendError> {
-        let inner = self.clone();
-        let probe = txn.probe.take();
-        let seen = txn.seen.clone();
-        let deadline = txn.deadline;
-        let (grant, record) = match write {
-            record::Write::Acquire { record, grant } => (Some(grant.clone()), record.clone()),
-            record::Write::Renew { record } | record::Write::Release { record } => {
-                (None, record.clone())
-            }
-        };
-        let renew = matches!(write, record::Write::Renew { .. });
-        // One blocking task from the lock to the last write: an attempt the elector gives up
-        // on (its future dropped) cannot free the lock under a write still in flight.
-        blocking(move || {
-            // Written and synced before the lock: under it only a read, a compare and a
-            // rename (plus the history line of a grant). A participant frozen while it holds
-            // the lock stalls every other participant until it resumes or dies.
-            let staged = inner.stage_record(&record)?;
-            let lock = inner.cas_lock(deadline)?;
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                // Our renew deadline passed while we waited: write nothing in this term.
-                return Err(BackendError::Conflict(
-                    "renew deadline passed before the write".into(),
-                ));
-            }
-            if inner.read_current()? != seen {
-                return Err(BackendError::Conflict(format!(
-                    "{} changed since it was read",
-                    inner.lease_path.display()
-                )));
-            }
-            if let Some(grant) = grant {
-                // No grant without its history line on disk: a later floor must see it.
-                inner.append_history(&grant)?;
-                let alive = inner.take_alive(probe, record.term);
-                staged.commit()?;
-                *inner.alive.lock().unwrap() = alive;
-            } else {
-                if renew {
-                    let mut alive = inner.alive.lock().unwrap();
-                    if alive.is_none() {
-                        *alive = inner.take_alive(None, record.term);
-                    }
-                }
-                staged.commit()?;
-            }
-            drop(lock);
-            inner.dir.sync();
-            Ok(())
-        })
-        .await
-    }
-
-    async fn finish(&self, txn: Txn, how: Finish) {
-        match how {
-            Finish::Following if txn.holder_lock_held => self.arm_waker(),
-            Finish::Lost | Finish::Released => {
-                self.alive.lock().unwrap().take();
-            }
-            _ => {}
-        }
-        drop(txn);
-    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -772,32 +413,6 @@ impl Observe for FileBackend {
     async fn history(&self) -> Result<Vec<Grant>, BackendError> {
         let inner = self.inner.clone();
         blocking(move || inner.read_history()).await
-    }
-}
-
-#[async_trait]
-impl Heartbeat for FileBackend {
-    async fn publish_member(&self, member: &Member) -> Result<(), BackendError> {
-        let inner = self.inner.clone();
-        let m = member.clone();
-        blocking(move || {
-            validate_election_name(&m.id)?;
-            let dir = inner.members_dir(true)?.expect("created");
-            let mut bytes = serde_json::to_vec(&m).expect("member serializes");
-            bytes.push(b'\n');
-            dir.write_atomic(&format!("{}.json", m.id), &bytes)
-        })
-        .await
-    }
-
-    async fn remove_member(&self, id: &str) -> Result<(), BackendError> {
-        let inner = self.inner.clone();
-        let name = format!("{id}.json");
-        blocking(move || match inner.members_dir(false)? {
-            Some(dir) => dir.remove(&name),
-            None => Ok(()),
-        })
-        .await
     }
 }
 
