@@ -25,6 +25,27 @@ fn args(endpoints: &str) -> Vec<String> {
     a
 }
 
+/// A participant with its own `[lease duration, renew deadline, retry period]`.
+fn spawn_timed(endpoints: &str, id: &str, timings: [&str; 3]) -> Participant {
+    let mut a: Vec<String> = ["--backend", "etcd", "--endpoints", endpoints]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let [lease, renew, retry] = timings;
+    a.extend(
+        [
+            "--lease-duration",
+            lease,
+            "--renew-deadline",
+            renew,
+            "--retry-period",
+            retry,
+        ]
+        .map(String::from),
+    );
+    Participant::spawn(&std::env::temp_dir(), id, &a)
+}
+
 fn spawn(endpoints: &str, id: &str) -> Participant {
     // --dir is ignored by the etcd backend; a fresh temp path keeps runs apart anyway.
     Participant::spawn(&std::env::temp_dir(), id, &args(endpoints))
@@ -99,22 +120,6 @@ fn assert_one_leader_at_a_time(ps: &[&Participant], ends: &[Option<Instant>]) {
         );
         assert!(w[0].2 < w[1].2, "terms did not rise: {all:?}");
     }
-}
-
-/// The session lease (hex) of the leader key of election `crown`.
-fn leader_lease(e: &Etcd) -> String {
-    let out = e.etcdctl(&[
-        "get",
-        "--prefix",
-        "crown/",
-        "--sort-by=CREATE",
-        "--order=ASCEND",
-        "--limit=1",
-        "-w",
-        "json",
-    ]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    format!("{:x}", v["kvs"][0]["lease"].as_i64().unwrap())
 }
 
 /// An observer of election `crown` through the library (what the dashboard holds), with the
@@ -228,24 +233,7 @@ fn killing_the_connected_member_of_three_keeps_one_leader() {
     // Roomier timings than the fast ones: the claim is that a member's death costs no
     // leadership, not that two members answer within 1.5 s on a loaded 2-core machine (one
     // run saw renewals take 700–900 ms there and the leader step down, as it must then).
-    let roomy = |id: &str| {
-        let mut a: Vec<String> = ["--backend", "etcd", "--endpoints", &eps]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        a.extend(
-            [
-                "--lease-duration",
-                "5s",
-                "--renew-deadline",
-                "4s",
-                "--retry-period",
-                "1s",
-            ]
-            .map(String::from),
-        );
-        Participant::spawn(&std::env::temp_dir(), id, &a)
-    };
+    let roomy = |id: &str| spawn_timed(&eps, id, ["5s", "4s", "1s"]);
     let a = roomy("a");
     let term = leader_term(&a);
     let b = roomy("b");
@@ -1154,25 +1142,7 @@ fn warnings_while_cut_off_are_rate_limited() {
 fn a_revoked_session_is_recorded_as_revoked() {
     let e = Etcd::start(1);
     let eps = e.endpoints();
-    let slow = |id: &str| {
-        let mut a: Vec<String> = ["--backend", "etcd", "--endpoints", &eps]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        a.extend(
-            [
-                "--lease-duration",
-                "6s",
-                "--renew-deadline",
-                "4s",
-                "--retry-period",
-                "1s",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        Participant::spawn(&std::env::temp_dir(), id, &a)
-    };
+    let slow = |id: &str| spawn_timed(&eps, id, ["6s", "4s", "1s"]);
     let a = slow("a");
     let ta = leader_term(&a);
     let b = slow("b");
@@ -1181,7 +1151,7 @@ fn a_revoked_session_is_recorded_as_revoked() {
     });
     // b has read a's lease TTL at least once since (it does every retry period).
     std::thread::sleep(Duration::from_millis(2500));
-    let lease = leader_lease(&e);
+    let lease = e.leader_lease().expect("a leader key");
     let _ = e.etcdctl(&["lease", "revoke", &lease]);
     let tb = b
         .wait_for("b takes over", T, |l| became(l) && l.term() > Some(ta))
@@ -1272,7 +1242,7 @@ fn a_revoked_leader_that_cannot_notice_has_stopped_before_its_successor_leads() 
     });
     // b has verified a as a crown leader and read its lease's TTL (every retry period).
     std::thread::sleep(Duration::from_millis(1200));
-    let lease = leader_lease(&e);
+    let lease = e.leader_lease().expect("a leader key");
     proxy.block();
     let revoked = Instant::now();
     let _ = e.etcdctl(&["lease", "revoke", &lease]);
@@ -1445,7 +1415,7 @@ fn status_shows_the_real_session_lease_and_no_invented_record() {
     let s = json_of("status", &eps);
     let lease = &s["lease"];
     assert_eq!(lease["source"], "election", "{s}");
-    let id = leader_lease(&e);
+    let id = e.leader_lease().expect("a leader key");
     assert_eq!(lease["lease_id"], format!("{id:0>16}"), "{s}");
     let (granted, left) = lease_ttl(&e, &id);
     assert_eq!(lease["granted_ttl_s"].as_u64(), Some(granted), "{s}");
@@ -1474,7 +1444,7 @@ fn status_shows_the_real_session_lease_and_no_invented_record() {
     assert_eq!(s["leader"]["id"], "a", "{s}");
     assert_eq!(s["leader"]["term"].as_u64(), Some(term), "{s}");
     assert_eq!(lease["source"], "election", "{s}");
-    let id = leader_lease(&e);
+    let id = e.leader_lease().expect("a leader key");
     assert_eq!(lease["lease_id"], format!("{id:0>16}"), "{s}");
     assert_eq!(
         lease["granted_ttl_s"].as_u64(),

@@ -585,23 +585,6 @@ fn etcd_history_ends(eps: &str, term: u64, how: &str, done: impl Fn() -> bool) {
     }
 }
 
-/// The session lease (hex) of the leader's key in election `crown`: the oldest key under
-/// `crown/` (etcd's election order).
-fn etcd_leader_lease(e: &etcd::Etcd) -> Option<String> {
-    let out = e.etcdctl(&[
-        "get",
-        "--prefix",
-        "crown/",
-        "--sort-by=CREATE",
-        "--order=ASCEND",
-        "--limit=1",
-        "-w",
-        "json",
-    ]);
-    let v: Value = serde_json::from_str(&out).ok()?;
-    Some(format!("{:x}", v["kvs"][0]["lease"].as_i64()?))
-}
-
 /// The etcd counterpart of the kube case: three participants on "other hosts" (their own UTS
 /// namespaces) and the dashboard on this one, in tmux. `r` writes the resign key: the leader
 /// releases its term and another leads in a higher one. `k` + `y` revokes the new leader's
@@ -661,7 +644,7 @@ fn dashboard_revokes_the_leader_session_and_asks_it_to_resign_on_etcd() {
     assert_eq!(stop.json["reason"], "released", "{:?}", stop.json);
 
     // k, y: the dashboard revokes the new leader's session.
-    let lease = common::eventually("the leader's session lease", WAIT, || etcd_leader_lease(&e));
+    let lease = common::eventually("the leader's session lease", WAIT, || e.leader_lease());
     let alive = |lease: &str| {
         !e.etcdctl(&["lease", "timetolive", lease])
             .contains("already expired")

@@ -409,6 +409,23 @@ impl Etcd {
         }
     }
 
+    /// The session lease (hex) of the leader key of election `crown`: the oldest key under
+    /// `crown/` (etcd's election order); `None` if there is none.
+    pub fn leader_lease(&self) -> Option<String> {
+        let out = self.etcdctl(&[
+            "get",
+            "--prefix",
+            "crown/",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+            "--limit=1",
+            "-w",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        Some(format!("{:x}", v["kvs"][0]["lease"].as_i64()?))
+    }
+
     /// `etcdctl <args>` against the whole cluster: stdout.
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let out = Command::new("etcdctl")
